@@ -1,0 +1,28 @@
+# spillagg: PGXS build of a C++17 PostgreSQL extension.
+EXTENSION  = spillagg
+MODULE_big = spillagg
+DATA       = sql/spillagg--0.1.sql
+OBJS       = src/pg/module.o src/pg/key_type.o src/pg/tape_store.o src/pg/count_aggs.o
+HEADERS    = $(wildcard src/core/*.h src/pg/*.h)
+
+REGRESS      = count_distinct count_map keys spill
+REGRESS_OPTS = --inputdir=. --outputdir=.
+TAP_TESTS    = 1
+PROVE_TESTS  = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -Isrc/core -Isrc/pg
+PG_CXXFLAGS = -std=c++17 -Wno-register -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK  = -lstdc++
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The LLVM bitcode rule (JIT inlining) ignores PG_CXXFLAGS; see NOTES-pg-cpp.md.
+override BITCODE_CXXFLAGS += -std=c++17 -Wno-register -Isrc/core -Isrc/pg
+
+$(OBJS): $(HEADERS)
+
+.PHONY: unittest
+unittest:
+	$(MAKE) -C test/unit check

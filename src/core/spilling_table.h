@@ -1,0 +1,433 @@
+// A KeyedTable that stays within its memory budget by spilling: when the
+// table is full its entries are written, sorted by hash, as a run to a
+// RunStore and the table starts empty again. finish() then streams every key
+// once, with all its partial states merged by State::merge, through a k-way
+// merge of the runs whose memory is bounded by the budget (runs beyond the
+// fan-in are first merged in intermediate passes, as external sorts do).
+//
+// Run record: varint key_len | varint state_len | u64 hash | key | state.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "codec.h"
+#include "keyed_table.h"
+#include "run_store.h"
+
+namespace spillagg {
+
+struct SpillStats {
+  uint64_t spills = 0;         // times the table was written out
+  uint64_t runs = 0;           // runs written, including merge passes
+  uint64_t bytes_written = 0;  // bytes written to runs
+  uint64_t merge_passes = 0;   // intermediate merge passes
+  size_t peak_bytes = 0;       // most memory held by the table at once
+};
+
+constexpr size_t kRecordHeaderMax = 10 + 10 + 8;
+constexpr size_t kStateMax = 64;   // bound on State::encode output
+constexpr size_t kIoChunk = 8192;  // our own read/write buffering
+
+// Reads the records of one run through a buffer taken from a MemorySource.
+template <class State>
+class RunReader {
+ public:
+  struct Record {
+    uint64_t hash;
+    KeyView key;  // valid until the next call to next()
+    State state;
+  };
+
+  void init(RunStore* store, RunStore::Run run, uint64_t records, MemorySource* mem) {
+    store_ = store;
+    run_ = run;
+    left_ = records;
+    mem_ = mem;
+    cap_ = kIoChunk;
+    buf_ = static_cast<uint8_t*>(mem->allocate(cap_));
+    pos_ = len_ = 0;
+  }
+
+  bool next() {
+    if (left_ == 0) return false;
+    --left_;
+    ensure(kRecordHeaderMax);
+    Reader h(buf_ + pos_, len_ - pos_);
+    uint64_t key_len = h.varint();
+    uint64_t state_len = h.varint();
+    if (key_len > UINT32_MAX || state_len > kStateMax) throw CorruptData("bad spill record header");
+    cur_.hash = h.fixed<uint64_t>();
+    size_t header = static_cast<size_t>(h.position() - (buf_ + pos_));
+    size_t total = header + key_len + state_len;
+    if (ensure(total) < total) throw CorruptData("spill run truncated");
+    const uint8_t* rec = buf_ + pos_ + header;
+    cur_.key = KeyView{rec, static_cast<uint32_t>(key_len)};
+    Reader s(rec + key_len, state_len);
+    cur_.state = State::decode(s);
+    if (s.remaining() != 0) throw CorruptData("bad state in spill record");
+    pos_ += total;
+    return true;
+  }
+  const Record& current() const { return cur_; }
+  RunStore::Run run() const { return run_; }
+
+ private:
+  // Makes up to n bytes contiguous at buf_ + pos_; returns how many are.
+  size_t ensure(size_t n) {
+    if (len_ - pos_ >= n) return n;
+    std::memmove(buf_, buf_ + pos_, len_ - pos_);
+    len_ -= pos_;
+    pos_ = 0;
+    if (n > cap_) {  // a key larger than the buffer
+      size_t cap = std::max(n, cap_ * 2);
+      uint8_t* b = static_cast<uint8_t*>(mem_->allocate(cap));
+      std::memcpy(b, buf_, len_);
+      mem_->release(buf_);
+      buf_ = b;
+      cap_ = cap;
+    }
+    while (len_ < n) {
+      size_t got = store_->read(run_, buf_ + len_, cap_ - len_);
+      if (got == 0) break;
+      len_ += got;
+    }
+    return std::min(n, len_);
+  }
+
+  RunStore* store_;
+  RunStore::Run run_;
+  uint64_t left_;
+  MemorySource* mem_;
+  uint8_t* buf_;
+  size_t cap_, pos_, len_;
+  Record cur_;
+};
+
+template <class State>
+class SpillingTable {
+ public:
+  using Table = KeyedTable<State>;
+  using Entry = typename Table::Entry;
+  using Record = typename RunReader<State>::Record;
+
+  // table_mem is reset whenever the table spills; meta_mem holds the run list
+  // and lives as long as this object.
+  void init(MemorySource* table_mem, MemorySource* meta_mem, RunStore* store, size_t budget,
+            bool inline_keys, KeyEquality eq) {
+    table_mem_ = table_mem;
+    meta_mem_ = meta_mem;
+    store_ = store;
+    eq_ = eq;
+    table_.init(table_mem, budget, inline_keys, eq);
+    runs_ = nullptr;
+    nruns_ = runs_cap_ = 0;
+    stats_ = SpillStats{};
+    merge_ = nullptr;
+  }
+
+  // The state for key, created empty if new; spills first when full.
+  State& upsert(uint64_t hash, KeyView key) {
+    bool inserted;
+    Entry* e = table_.find_or_insert(hash, key, &inserted);
+    if (!e) {
+      spill();
+      e = table_.find_or_insert(hash, key, &inserted);
+    }
+    if (inserted) note_peak();
+    return e->state;
+  }
+
+  // Merges a whole partial state (a key with its state) into this table.
+  void merge_in(uint64_t hash, KeyView key, const State& s) { upsert(hash, key).merge(s); }
+
+  // Writes the table as one sorted run and empties it.
+  void spill() {
+    note_peak();
+    Entry* es = table_.pack(true);
+    size_t n = table_.size();
+    RunStore::Run run = store_->create_run();
+    add_run(run, n);  // registered first so a failure below still frees it
+    RunSink sink(store_, run);
+    uint8_t buf[kIoChunk];
+    Writer w(&sink, buf, sizeof buf);
+    for (size_t i = 0; i < n; ++i) {
+      write_record(w, es[i].hash, table_.key_of(es[i]), es[i].state);
+      if ((i & 4095) == 4095) store_->check_interrupts();
+    }
+    w.flush();
+    store_->finish_writing(run);
+    stats_.spills++;
+    stats_.bytes_written += sink.bytes();
+    table_.clear();
+    store_->spilled(n, sink.bytes());
+  }
+
+  size_t size_in_memory() const { return table_.size(); }
+  size_t run_count() const { return nruns_; }
+  bool spilled() const { return nruns_ > 0; }
+  const SpillStats& stats() const { return stats_; }
+  Table& table() { return table_; }
+
+  // Prepares iteration over every distinct key. Without runs this walks the
+  // table in place; with runs the table is spilled too, extra passes bring
+  // the runs down to the fan-in, and next() merges the rest on the fly.
+  void finish() {
+    if (nruns_ == 0) {
+      walk_pos_ = 0;
+      walk_entries_ = table_.pack(false);
+      walk_n_ = table_.size();
+      return;
+    }
+    if (!table_.empty()) spill();
+    table_.clear();
+    size_t per_reader = store_->read_buffer_bytes() + kIoChunk + sizeof(RunReader<State>);
+    size_t fan_in = std::max<size_t>(4, table_.budget() / per_reader);
+    while (nruns_ > fan_in) merge_pass(fan_in);
+    open_merge(0, nruns_);
+  }
+
+  // Next distinct key and its merged state; false at the end.
+  bool next(uint64_t* hash, KeyView* key, State* state) {
+    if (!merge_) {
+      if (walk_pos_ >= walk_n_) return false;
+      const Entry& e = walk_entries_[walk_pos_++];
+      *hash = e.hash;
+      *key = table_.key_of(e);
+      *state = e.state;
+      return true;
+    }
+    return merge_->next(hash, key, state);
+  }
+
+ private:
+  // k-way merge of runs [first, first+k): a heap of readers by current hash;
+  // records with equal hash are gathered into a small group in which equal
+  // keys are merged (distinct keys sharing a 64-bit hash stay distinct).
+  class Merge {
+   public:
+    void init(SpillingTable* t, size_t first, size_t k) {
+      t_ = t;
+      MemorySource* mem = t->table_mem_;
+      readers_ = static_cast<RunReader<State>*>(mem->allocate(k * sizeof(RunReader<State>)));
+      heap_ = static_cast<uint32_t*>(mem->allocate(k * sizeof(uint32_t)));
+      nheap_ = 0;
+      for (size_t i = 0; i < k; ++i) {
+        readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem);
+        if (readers_[i].next()) push(static_cast<uint32_t>(i));
+      }
+      group_cap_ = 16;
+      group_ = static_cast<Member*>(mem->allocate(group_cap_ * sizeof(Member)));
+      keys_cap_ = kIoChunk;
+      keys_ = static_cast<uint8_t*>(mem->allocate(keys_cap_));
+      ngroup_ = emitted_ = 0;
+      since_check_ = 0;
+    }
+
+    bool next(uint64_t* hash, KeyView* key, State* state) {
+      if (emitted_ == ngroup_ && !gather()) return false;
+      const Member& m = group_[emitted_++];
+      *hash = group_hash_;
+      *key = KeyView{keys_ + m.key_off, m.key_len};
+      *state = m.state;
+      return true;
+    }
+
+   private:
+    struct Member {
+      size_t key_off;
+      uint32_t key_len;
+      State state;
+    };
+
+    bool gather() {
+      if (nheap_ == 0) return false;
+      if (++since_check_ >= 4096) {
+        since_check_ = 0;
+        t_->store_->check_interrupts();
+      }
+      ngroup_ = emitted_ = 0;
+      keys_len_ = 0;
+      group_hash_ = readers_[heap_[0]].current().hash;
+      while (nheap_ > 0 && readers_[heap_[0]].current().hash == group_hash_) {
+        uint32_t r = pop();
+        do {
+          add(readers_[r].current());
+        } while (readers_[r].next() && readers_[r].current().hash == group_hash_);
+        // An exhausted reader keeps its last record, whose hash is group_hash_.
+        if (readers_[r].current().hash != group_hash_) push(r);
+      }
+      return true;
+    }
+
+    // Adds a record to the group: merged into an equal key already there,
+    // else kept as a new member. The key is first copied into the group's
+    // 8-aligned key buffer, so a KeyEquality always sees aligned keys.
+    void add(const Record& rec) {
+      MemorySource* mem = t_->table_mem_;
+      size_t need = keys_len_ + align8(rec.key.len);
+      if (need > keys_cap_) {
+        size_t cap = std::max(need, 2 * keys_cap_);
+        uint8_t* k = static_cast<uint8_t*>(mem->allocate(cap));
+        std::memcpy(k, keys_, keys_len_);
+        mem->release(keys_);
+        keys_ = k;
+        keys_cap_ = cap;
+      }
+      std::memcpy(keys_ + keys_len_, rec.key.data, rec.key.len);
+      KeyView copy{keys_ + keys_len_, rec.key.len};
+      for (size_t i = 0; i < ngroup_; ++i) {
+        if (t_->keys_equal(KeyView{keys_ + group_[i].key_off, group_[i].key_len}, copy)) {
+          group_[i].state.merge(rec.state);
+          return;
+        }
+      }
+      if (ngroup_ == group_cap_) {
+        Member* g = static_cast<Member*>(mem->allocate(2 * group_cap_ * sizeof(Member)));
+        std::memcpy(static_cast<void*>(g), group_, ngroup_ * sizeof(Member));
+        mem->release(group_);
+        group_ = g;
+        group_cap_ *= 2;
+      }
+      group_[ngroup_++] = Member{keys_len_, rec.key.len, rec.state};
+      keys_len_ = need;
+    }
+
+    // The reader at heap_[0] is the one with the smallest current hash.
+    // A reader is in the heap iff it has a current record (exhausted readers
+    // keep their last record, so callers test before pushing).
+    bool less(uint32_t a, uint32_t b) const {
+      return readers_[a].current().hash < readers_[b].current().hash;
+    }
+    void push(uint32_t r) {
+      size_t i = nheap_++;
+      heap_[i] = r;
+      while (i > 0 && less(heap_[i], heap_[(i - 1) / 2])) {
+        std::swap(heap_[i], heap_[(i - 1) / 2]);
+        i = (i - 1) / 2;
+      }
+    }
+    uint32_t pop() {
+      uint32_t top = heap_[0];
+      heap_[0] = heap_[--nheap_];
+      size_t i = 0;
+      for (;;) {
+        size_t l = 2 * i + 1, s = i;
+        if (l < nheap_ && less(heap_[l], heap_[s])) s = l;
+        if (l + 1 < nheap_ && less(heap_[l + 1], heap_[s])) s = l + 1;
+        if (s == i) break;
+        std::swap(heap_[i], heap_[s]);
+        i = s;
+      }
+      return top;
+    }
+
+    SpillingTable* t_;
+    RunReader<State>* readers_;
+    uint32_t* heap_;
+    size_t nheap_;
+    Member* group_;
+    size_t group_cap_, ngroup_, emitted_;
+    uint8_t* keys_;
+    size_t keys_cap_, keys_len_;
+    uint64_t group_hash_;
+    unsigned since_check_;
+  };
+
+  struct RunInfo {
+    RunStore::Run run;
+    uint64_t records;
+  };
+
+  bool keys_equal(KeyView a, KeyView b) const {
+    if (eq_.equal) return eq_.equal(eq_.ctx, a, b);
+    return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
+  }
+
+  static void write_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
+    uint8_t sbuf[kStateMax];
+    struct Mem final : ByteSink {
+      uint8_t* p;
+      size_t n = 0;
+      void write(const void* src, size_t len) override {
+        if (n + len > kStateMax) throw std::length_error("state encoding too large");
+        std::memcpy(p + n, src, len);
+        n += len;
+      }
+    } mem;
+    mem.p = sbuf;
+    uint8_t tmp[kStateMax];
+    Writer sw(&mem, tmp, sizeof tmp);
+    st.encode(sw);
+    sw.flush();
+    w.varint(key.len);
+    w.varint(mem.n);
+    w.fixed<uint64_t>(hash);
+    w.bytes(key.data, key.len);
+    w.bytes(sbuf, mem.n);
+  }
+
+  void add_run(RunStore::Run run, uint64_t records) {
+    if (nruns_ == runs_cap_) {
+      size_t cap = runs_cap_ ? runs_cap_ * 2 : 16;
+      RunInfo* r = static_cast<RunInfo*>(meta_mem_->allocate(cap * sizeof(RunInfo)));
+      if (nruns_) std::memcpy(static_cast<void*>(r), runs_, nruns_ * sizeof(RunInfo));
+      if (runs_) meta_mem_->release(runs_);
+      runs_ = r;
+      runs_cap_ = cap;
+    }
+    runs_[nruns_++] = RunInfo{run, records};
+    stats_.runs++;
+  }
+
+  void open_merge(size_t first, size_t k) {
+    merge_ = static_cast<Merge*>(table_mem_->allocate(sizeof(Merge)));
+    merge_->init(this, first, k);
+  }
+
+  // Merges the oldest `k` runs into one new run at the end of the list.
+  void merge_pass(size_t k) {
+    open_merge(0, k);
+    RunStore::Run out = store_->create_run();
+    RunSink sink(store_, out);
+    uint8_t buf[kIoChunk];
+    Writer w(&sink, buf, sizeof buf);
+    uint64_t n = 0, hash;
+    KeyView key;
+    State st;
+    while (merge_->next(&hash, &key, &st)) {
+      write_record(w, hash, key, st);
+      ++n;
+    }
+    w.flush();
+    store_->finish_writing(out);
+    for (size_t i = 0; i < k; ++i) store_->destroy_run(runs_[i].run);
+    std::memmove(static_cast<void*>(runs_), runs_ + k, (nruns_ - k) * sizeof(RunInfo));
+    nruns_ -= k;
+    add_run(out, n);
+    stats_.merge_passes++;
+    stats_.bytes_written += sink.bytes();
+    merge_ = nullptr;
+    table_mem_->release_all();
+  }
+
+  void note_peak() { stats_.peak_bytes = std::max(stats_.peak_bytes, table_.bytes_allocated()); }
+
+  MemorySource* table_mem_;
+  MemorySource* meta_mem_;
+  RunStore* store_;
+  KeyEquality eq_;
+  Table table_;
+  RunInfo* runs_;
+  size_t nruns_, runs_cap_;
+  SpillStats stats_;
+  Merge* merge_;
+  Entry* walk_entries_;
+  size_t walk_pos_, walk_n_;
+};
+
+static_assert(std::is_trivially_destructible_v<SpillingTable<uint64_t>>);
+
+}  // namespace spillagg

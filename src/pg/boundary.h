@@ -1,0 +1,83 @@
+// The C++ / PostgreSQL boundary (DESIGN.md section 3).
+//
+// - run_core(f): every fmgr entry point runs C++ core code through it. Any
+//   exception is caught, its message copied, and the PostgreSQL ERROR is
+//   raised only after the catch block is left.
+// - pg_call(cxt, f): core code that must call PostgreSQL (temp-file I/O,
+//   equality of non-bytewise keys, CHECK_FOR_INTERRUPTS) does it through this
+//   guard, which turns a PostgreSQL ERROR into a C++ PgError so the longjmp
+//   never crosses a C++ frame; run_core re-raises it unchanged (SQLSTATE and
+//   message kept).
+// Lambdas given to either hold no objects with destructors.
+#pragma once
+
+#include "postgres_api.h"
+
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <stdexcept>
+
+#include "codec.h"
+
+namespace spillagg {
+
+class PgError final : public std::exception {
+ public:
+  explicit PgError(ErrorData* e) : edata_(e) {}
+  ErrorData* edata() const { return edata_; }
+  const char* what() const noexcept override { return "PostgreSQL error"; }
+
+ private:
+  ErrorData* edata_;
+};
+
+template <class F>
+inline void pg_call(MemoryContext cxt, F&& f) {
+  MemoryContext old = MemoryContextSwitchTo(cxt);
+  ErrorData* volatile edata = nullptr;
+  PG_TRY();
+  {
+    f();
+  }
+  PG_CATCH();
+  {
+    MemoryContextSwitchTo(old);
+    edata = CopyErrorData();
+    FlushErrorState();
+  }
+  PG_END_TRY();
+  MemoryContextSwitchTo(old);
+  if (edata) throw PgError(edata);
+}
+
+template <class F>
+inline void run_core(F&& f) {
+  ErrorData* pg_error = nullptr;
+  int sqlstate = 0;
+  char message[256];
+  auto keep = [&](int code, const char* what) {
+    sqlstate = code;
+    std::snprintf(message, sizeof message, "%s", what);
+  };
+  try {
+    f();
+  } catch (const PgError& e) {
+    pg_error = e.edata();
+  } catch (const std::bad_alloc&) {
+    keep(ERRCODE_OUT_OF_MEMORY, "out of memory");
+  } catch (const CorruptData& e) {
+    keep(ERRCODE_DATA_CORRUPTED, e.what());
+  } catch (const std::overflow_error& e) {
+    keep(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, e.what());
+  } catch (const std::exception& e) {
+    keep(ERRCODE_INTERNAL_ERROR, e.what());
+  } catch (...) {
+    keep(ERRCODE_INTERNAL_ERROR, "unknown C++ exception");
+  }
+  if (pg_error) ReThrowError(pg_error);
+  if (sqlstate)
+    ereport(ERROR, (errcode(sqlstate), errmsg("%s", message)));
+}
+
+}  // namespace spillagg

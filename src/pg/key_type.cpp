@@ -1,0 +1,116 @@
+#include "key_type.h"
+
+#include <cstring>
+
+#include "boundary.h"
+#include "hash.h"
+
+namespace spillagg {
+
+// Asks the btree opclass whether equality implies identical images (what
+// nbtree deduplication relies on).
+static bool equality_is_bytewise(TypeCacheEntry* tc, Oid collation) {
+  if (!OidIsValid(tc->btree_opf)) return false;
+  Oid proc = get_opfamily_proc(tc->btree_opf, tc->btree_opintype, tc->btree_opintype,
+                               BTEQUALIMAGE_PROC);
+  if (!OidIsValid(proc)) return false;
+  return DatumGetBool(OidFunctionCall1Coll(proc, collation, ObjectIdGetDatum(tc->type_id)));
+}
+
+void KeyType::init(Oid t, Oid coll, MemoryContext c) {
+  type = t;
+  collation = coll;
+  cxt = c;
+  TypeCacheEntry* tc = lookup_type_cache(
+      t, TYPECACHE_EQ_OPR | TYPECACHE_HASH_PROC | TYPECACHE_HASH_EXTENDED_PROC |
+             TYPECACHE_BTREE_OPFAMILY);
+  if (!OidIsValid(tc->hash_proc) || !OidIsValid(tc->eq_opr))
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
+                    errmsg("could not identify a hash function for type %s", format_type_be(t)),
+                    errhint("spillagg keys need a type with a default hash operator class.")));
+  typlen = tc->typlen;
+  typbyval = tc->typbyval;
+  if (type_is_collatable(t) && !OidIsValid(coll))
+    ereport(ERROR, (errcode(ERRCODE_INDETERMINATE_COLLATION),
+                    errmsg("could not determine which collation to use for keys of type %s",
+                           format_type_be(t)),
+                    errhint("Use the COLLATE clause to set the collation explicitly.")));
+  bytewise = typlen != -2 && equality_is_bytewise(tc, coll);
+  hash_extended = OidIsValid(tc->hash_extended_proc);
+  fmgr_info_cxt(get_opcode(tc->eq_opr), &eq_fn, c);
+  fmgr_info_cxt(hash_extended ? tc->hash_extended_proc : tc->hash_proc, &hash_fn, c);
+  Oid out;
+  bool varlena;
+  getTypeOutputInfo(t, &out, &varlena);
+  fmgr_info_cxt(out, &out_fn, c);
+  scratch = nullptr;
+  scratch_cap = 0;
+}
+
+KeyView KeyType::bytes_of(Datum d) {
+  if (typbyval) {
+    byval_buf = 0;
+    store_att_byval(&byval_buf, d, typlen);
+    return KeyView{reinterpret_cast<const uint8_t*>(&byval_buf), static_cast<uint32_t>(typlen)};
+  }
+  if (typlen > 0)
+    return KeyView{reinterpret_cast<const uint8_t*>(DatumGetPointer(d)),
+                   static_cast<uint32_t>(typlen)};
+  if (typlen == -2) {
+    const char* s = DatumGetCString(d);
+    return KeyView{reinterpret_cast<const uint8_t*>(s), static_cast<uint32_t>(strlen(s) + 1)};
+  }
+  struct varlena* v = pg_detoast_datum_packed(reinterpret_cast<struct varlena*>(DatumGetPointer(d)));
+  if (!VARATT_IS_SHORT(v))
+    return KeyView{reinterpret_cast<const uint8_t*>(v), static_cast<uint32_t>(VARSIZE(v))};
+  // Short (1-byte) header: rewrite with a 4-byte one so equal values have equal bytes.
+  size_t payload = VARSIZE_SHORT(v) - VARHDRSZ_SHORT;
+  if (payload + VARHDRSZ > scratch_cap) {
+    size_t cap = Max(payload + VARHDRSZ, 2 * scratch_cap);
+    if (scratch) pfree(scratch);
+    scratch = static_cast<uint8*>(MemoryContextAlloc(cxt, Max(cap, 64)));
+    scratch_cap = Max(cap, 64);
+  }
+  SET_VARSIZE(scratch, payload + VARHDRSZ);
+  memcpy(VARDATA(scratch), VARDATA_SHORT(v), payload);
+  return KeyView{scratch, static_cast<uint32_t>(payload + VARHDRSZ)};
+}
+
+uint64 KeyType::hash(KeyView k) {
+  if (bytewise) {
+    if (typbyval) {
+      uint64 v = 0;
+      memcpy(&v, k.data, k.len);
+      return mix64(v);
+    }
+    return hash_bytes(k.data, k.len);
+  }
+  Datum d = datum_of(k);
+  if (hash_extended) return DatumGetUInt64(FunctionCall2Coll(&hash_fn, collation, d, UInt64GetDatum(0)));
+  return mix64(DatumGetUInt32(FunctionCall1Coll(&hash_fn, collation, d)));
+}
+
+Datum KeyType::datum_of(KeyView k) const {
+  if (!typbyval) return PointerGetDatum(k.data);
+  uint64 v = 0;
+  memcpy(&v, k.data, k.len);
+  switch (typlen) {
+    case 1: return CharGetDatum(static_cast<char>(v));
+    case 2: return Int16GetDatum(static_cast<int16>(v));
+    case 4: return Int32GetDatum(static_cast<int32>(v));
+    default: return Int64GetDatum(static_cast<int64>(v));
+  }
+}
+
+char* KeyType::output(KeyView k) { return OutputFunctionCall(&out_fn, datum_of(k)); }
+
+bool KeyType::equal(void* self, KeyView a, KeyView b) {
+  KeyType* kt = static_cast<KeyType*>(self);
+  bool eq = false;
+  pg_call(CurrentMemoryContext, [&] {
+    eq = DatumGetBool(FunctionCall2Coll(&kt->eq_fn, kt->collation, kt->datum_of(a), kt->datum_of(b)));
+  });
+  return eq;
+}
+
+}  // namespace spillagg

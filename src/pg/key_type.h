@@ -1,0 +1,52 @@
+// How keys of one SQL type become bytes, hashes and text (per call site).
+//
+// Equality is the type's own. When the type's default btree opclass says
+// equal values have identical images (its "equalimage" support function:
+// integers, uuid, text under a deterministic collation, ...) keys are hashed
+// and compared as bytes, and by-value keys are stored inline in the table.
+// Otherwise (numeric, float, interval, nondeterministic collations, records,
+// arrays...) the type's hash and equality functions are called.
+//
+// Key bytes: by-value types their typlen bytes; fixed-length by-reference
+// types their typlen bytes; varlena types the detoasted value with a 4-byte
+// header, so the bytes are themselves a valid, aligned Datum.
+#pragma once
+
+#include "postgres_api.h"
+
+#include "keyed_table.h"
+
+namespace spillagg {
+
+struct KeyType {
+  Oid type;
+  Oid collation;
+  int16 typlen;
+  bool typbyval;
+  bool bytewise;
+  bool hash_extended;
+  FmgrInfo eq_fn;
+  FmgrInfo hash_fn;
+  FmgrInfo out_fn;
+  uint64 byval_buf;    // bytes of the current by-value key
+  uint8* scratch;      // bytes of the current short-header varlena key
+  size_t scratch_cap;
+  MemoryContext cxt;   // lives as long as the query
+
+  // May raise a PostgreSQL ERROR (type without hash opclass).
+  void init(Oid type, Oid collation, MemoryContext cxt);
+
+  bool inline_keys() const { return bytewise && typbyval; }
+  KeyEquality equality() { return KeyEquality{bytewise ? nullptr : &equal, this}; }
+
+  // These call PostgreSQL directly: use them outside run_core.
+  KeyView bytes_of(Datum d);  // valid until the next call
+  uint64 hash(KeyView k);
+  Datum datum_of(KeyView k) const;  // k must be 8-byte aligned
+  char* output(KeyView k);
+
+ private:
+  static bool equal(void* self, KeyView a, KeyView b);  // through pg_call
+};
+
+}  // namespace spillagg

@@ -1,0 +1,65 @@
+// Module entry: PG_MODULE_MAGIC, the spillagg.work_mem GUC, spillagg_stats()
+// and the pieces of glue shared by every aggregate.
+#include "postgres_api.h"
+
+#include "backend_stats.h"
+#include "keyed_agg.h"
+
+extern "C" {
+PG_MODULE_MAGIC;
+void _PG_init(void);
+PG_FUNCTION_INFO_V1(spillagg_stats);
+}
+
+namespace spillagg {
+
+BackendStats backend_stats;
+
+static int work_mem_kb = -1;
+
+static bool check_work_mem(int* newval, void**, GucSource) {
+  if (*newval == -1 || *newval >= 64) return true;
+  GUC_check_errdetail("spillagg.work_mem must be -1 (use work_mem * hash_mem_multiplier) or at least 64 kB.");
+  return false;
+}
+
+size_t budget_bytes() {
+  if (work_mem_kb >= 0) return static_cast<size_t>(work_mem_kb) * 1024;
+  return get_hash_memory_limit();
+}
+
+KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno) {
+  FmgrInfo* fl = fcinfo->flinfo;
+  if (!fl->fn_extra) {
+    Oid type = get_fn_expr_argtype(fl, key_argno);
+    if (!OidIsValid(type)) elog(ERROR, "spillagg: could not determine the key type");
+    KeyType* kt = static_cast<KeyType*>(MemoryContextAllocZero(fl->fn_mcxt, sizeof(KeyType)));
+    kt->init(type, PG_GET_COLLATION(), fl->fn_mcxt);
+    fl->fn_extra = kt;
+  }
+  return static_cast<KeyType*>(fl->fn_extra);
+}
+
+void close_tape_store(Datum store) { reinterpret_cast<TapeStore*>(DatumGetPointer(store))->close(); }
+
+}  // namespace spillagg
+
+void _PG_init(void) {
+  DefineCustomIntVariable(
+      "spillagg.work_mem",
+      "Memory budget of spillagg aggregate states before they spill to temporary files.",
+      "-1 means work_mem * hash_mem_multiplier.", &spillagg::work_mem_kb, -1, -1, MAX_KILOBYTES,
+      PGC_USERSET, GUC_UNIT_KB, spillagg::check_work_mem, nullptr, nullptr);
+  MarkGUCPrefixReserved("spillagg");
+}
+
+Datum spillagg_stats(PG_FUNCTION_ARGS) {
+  TupleDesc desc;
+  if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+    elog(ERROR, "return type must be a row type");
+  const spillagg::BackendStats& s = spillagg::backend_stats;
+  Datum values[5] = {Int64GetDatum(s.states), Int64GetDatum(s.spills), Int64GetDatum(s.runs),
+                     Int64GetDatum(s.bytes_written), Int64GetDatum(s.peak_bytes)};
+  bool nulls[5] = {false, false, false, false, false};
+  PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
