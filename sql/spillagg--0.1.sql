@@ -61,3 +61,69 @@ CREATE FUNCTION spillagg_stats(
 RETURNS record AS 'MODULE_PATHNAME' LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION spillagg_stats()
 IS 'this backend''s spillagg counters: states created, spills, runs written, bytes written to temp files, peak bytes of one table';
+
+-- The Mergeable family: name_map(key anyelement, value) -> jsonb {key: value}
+-- for smallint, integer, bigint, real and double precision values, each
+-- value equal to the built-in aggregate over that key's rows.
+-- Transition functions take "any" as the value and check its type; the
+-- aggregates below are declared per value type so other types do not match.
+
+CREATE FUNCTION spillagg_sum_transfn(internal, anyelement, "any")
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_sum_transfn(internal, anyelement, "any")
+IS 'transition function of sum_map and avg_map: per-key (sum, count)';
+
+CREATE FUNCTION spillagg_min_transfn(internal, anyelement, "any")
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_min_transfn(internal, anyelement, "any")
+IS 'transition function of min_map: per-key smallest value';
+
+CREATE FUNCTION spillagg_max_transfn(internal, anyelement, "any")
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_max_transfn(internal, anyelement, "any")
+IS 'transition function of max_map: per-key largest value';
+
+CREATE FUNCTION spillagg_moments_transfn(internal, anyelement, "any")
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_moments_transfn(internal, anyelement, "any")
+IS 'transition function of the variance and stddev maps: per-key (n, sum, sum of squares) for integers, (n, mean, M2) for floats';
+
+DO $$
+DECLARE
+    fn text;
+    agg record;
+    vt text;
+BEGIN
+    FOREACH fn IN ARRAY ARRAY['sum', 'avg', 'min', 'max', 'var_samp', 'var_pop',
+                              'stddev_samp', 'stddev_pop'] LOOP
+        EXECUTE format('CREATE FUNCTION spillagg_%s_finalfn(internal) RETURNS jsonb
+                        AS %L LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE',
+                       fn, 'MODULE_PATHNAME');
+        EXECUTE format('COMMENT ON FUNCTION spillagg_%s_finalfn(internal) IS %L',
+                       fn, 'final function of the ' || fn || ' maps: merges spilled runs into jsonb');
+    END LOOP;
+
+    FOR agg IN SELECT * FROM (VALUES
+        ('sum_map',        'sum',    'sum',         'sum'),
+        ('avg_map',        'sum',    'avg',         'avg'),
+        ('min_map',        'min',    'min',         'min'),
+        ('max_map',        'max',    'max',         'max'),
+        ('variance_map',   'moments','var_samp',    'variance (sample)'),
+        ('var_samp_map',   'moments','var_samp',    'var_samp'),
+        ('var_pop_map',    'moments','var_pop',     'var_pop'),
+        ('stddev_map',     'moments','stddev_samp', 'stddev (sample)'),
+        ('stddev_samp_map','moments','stddev_samp', 'stddev_samp'),
+        ('stddev_pop_map', 'moments','stddev_pop',  'stddev_pop')
+    ) AS a(name, trans, final, builtin) LOOP
+        FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision'] LOOP
+            EXECUTE format('CREATE AGGREGATE %s(anyelement, %s) (
+                                SFUNC = spillagg_%s_transfn, STYPE = internal,
+                                FINALFUNC = spillagg_%s_finalfn, FINALFUNC_MODIFY = READ_WRITE,
+                                PARALLEL = SAFE)',
+                           agg.name, vt, agg.trans, agg.final);
+            EXECUTE format('COMMENT ON AGGREGATE %s(anyelement, %s) IS %L', agg.name, vt,
+                           'jsonb {key: ' || agg.builtin || '(value)} over each key''s rows, in bounded memory');
+        END LOOP;
+    END LOOP;
+END
+$$;

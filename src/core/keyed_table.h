@@ -31,6 +31,8 @@ struct KeyEquality {
 
 template <class State>
 class KeyedTable {
+  static_assert(alignof(State) <= 8, "table memory is only 8-byte aligned");
+
  public:
   struct Entry {
     uint64_t hash;

@@ -4,8 +4,10 @@
 // serialization. States are plain data: no destructors, no pointers.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 
 #include "codec.h"
 
@@ -33,5 +35,222 @@ struct Count {
     return Count{static_cast<int64_t>(v)};
   }
 };
+
+}  // namespace spillagg
+
+namespace spillagg {
+
+// Table memory is 8-byte aligned (palloc's MAXALIGN), so a 128-bit member
+// must not ask for 16 (PostgreSQL's own int128 typedef does the same).
+typedef __int128 int128_a8 __attribute__((aligned(8)));
+
+// 128-bit integers travel as two varints (zig-zag low word, signed high word).
+inline void encode_i128(Writer& w, __int128 v) {
+  w.varint(static_cast<uint64_t>(v));
+  w.svarint(static_cast<int64_t>(v >> 64));
+}
+inline __int128 decode_i128(Reader& r) {
+  uint64_t lo = r.varint();
+  int64_t hi = r.svarint();
+  return static_cast<__int128>((static_cast<unsigned __int128>(static_cast<uint64_t>(hi)) << 64) | lo);
+}
+
+// n counts the non-NULL values seen; n == 0 means the key's values were all
+// NULL, which the final functions turn into JSON null.
+inline void add_count(int64_t& n, int64_t m) {
+  if (__builtin_add_overflow(n, m, &n)) throw std::overflow_error("count out of range");
+}
+inline int64_t decode_count(Reader& r) {
+  uint64_t v = r.varint();
+  if (v > static_cast<uint64_t>(INT64_MAX)) throw CorruptData("count out of range");
+  return static_cast<int64_t>(v);
+}
+
+// SUM and AVG of integers: (sum, n), a += b. |sum| <= n * 2^63 < 2^127 for
+// any n < 2^63, so the 128-bit sum of int8 values cannot overflow.
+struct IntSum {
+  int128_a8 sum = 0;
+  int64_t n = 0;
+
+  void add(int64_t v) { merge(IntSum{v, 1}); }
+  void merge(const IntSum& o) {
+    add_count(n, o.n);
+    sum += o.sum;
+  }
+  void encode(Writer& w) const {
+    w.varint(static_cast<uint64_t>(n));
+    encode_i128(w, sum);
+  }
+  static IntSum decode(Reader& r) {
+    IntSum s;
+    s.n = decode_count(r);
+    s.sum = decode_i128(r);
+    return s;
+  }
+};
+
+// SUM and AVG of floats: (sum, n), a += b, in double precision as
+// PostgreSQL's float8 accumulators.
+struct FloatSum {
+  double sum = 0;
+  int64_t n = 0;
+
+  void add(double v) { merge(FloatSum{v, 1}); }
+  void merge(const FloatSum& o) {
+    add_count(n, o.n);
+    sum += o.sum;
+  }
+  void encode(Writer& w) const {
+    w.varint(static_cast<uint64_t>(n));
+    w.fixed(sum);
+  }
+  static FloatSum decode(Reader& r) {
+    FloatSum s;
+    s.n = decode_count(r);
+    s.sum = r.fixed<double>();
+    return s;
+  }
+};
+
+// PostgreSQL's float order: NaN above everything, -0 == 0.
+inline bool float_less(double a, double b) {
+  if (std::isnan(a)) return false;
+  if (std::isnan(b)) return true;
+  return a < b;
+}
+
+// MIN / MAX: keep the smaller / larger. T is int64_t or double.
+template <class T, bool kMax>
+struct Extreme {
+  T v = 0;
+  int64_t n = 0;
+
+  static bool less(T a, T b) {
+    if constexpr (std::is_floating_point_v<T>) return float_less(a, b);
+    else return a < b;
+  }
+  void add(T x) { merge(Extreme{x, 1}); }
+  void merge(const Extreme& o) {
+    if (o.n == 0) return;
+    if (n == 0 || (kMax ? less(v, o.v) : less(o.v, v))) v = o.v;
+    add_count(n, o.n);
+  }
+  void encode(Writer& w) const {
+    w.varint(static_cast<uint64_t>(n));
+    if constexpr (std::is_floating_point_v<T>) w.fixed(v);
+    else w.svarint(v);
+  }
+  static Extreme decode(Reader& r) {
+    Extreme s;
+    s.n = decode_count(r);
+    if constexpr (std::is_floating_point_v<T>) s.v = r.fixed<double>();
+    else s.v = r.svarint();
+    return s;
+  }
+};
+
+// VARIANCE / STDDEV of floats: (n, mean, M2), combined with Chan et al.'s
+// parallel formula; add() is the one-element case (Welford's update).
+struct FloatMoments {
+  int64_t n = 0;
+  double mean = 0;
+  double m2 = 0;
+
+  void add(double x) { merge(FloatMoments{1, x, 0}); }
+  void merge(const FloatMoments& o) {
+    if (o.n == 0) return;
+    if (n == 0) {
+      *this = o;
+      return;
+    }
+    double na = static_cast<double>(n), nb = static_cast<double>(o.n), nab = na + nb;
+    double delta = o.mean - mean;
+    // A non-finite input makes the variance NaN, as in PostgreSQL.
+    if (!std::isfinite(delta)) {
+      mean = mean + o.mean;
+      m2 = std::nan("");
+    } else {
+      mean += delta * (nb / nab);
+      m2 += o.m2 + delta * delta * (na * nb / nab);
+    }
+    add_count(n, o.n);
+  }
+  void encode(Writer& w) const {
+    w.varint(static_cast<uint64_t>(n));
+    w.fixed(mean);
+    w.fixed(m2);
+  }
+  static FloatMoments decode(Reader& r) {
+    FloatMoments s;
+    s.n = decode_count(r);
+    s.mean = r.fixed<double>();
+    s.m2 = r.fixed<double>();
+    return s;
+  }
+};
+
+// Unsigned 192-bit integer: enough for the sum of squares of up to 2^63
+// int8 values (each below 2^126).
+struct U192 {
+  uint64_t w[3] = {0, 0, 0};
+
+  void add(const U192& o) {
+    unsigned __int128 c = 0;
+    for (int i = 0; i < 3; ++i) {
+      c += static_cast<unsigned __int128>(w[i]) + o.w[i];
+      w[i] = static_cast<uint64_t>(c);
+      c >>= 64;
+    }
+    if (c) throw std::overflow_error("sum of squares out of range");
+  }
+  static U192 square(int64_t x) {
+    unsigned __int128 a = x < 0 ? -static_cast<unsigned __int128>(x) : static_cast<unsigned __int128>(x);
+    unsigned __int128 sq = a * a;  // < 2^126
+    U192 r;
+    r.w[0] = static_cast<uint64_t>(sq);
+    r.w[1] = static_cast<uint64_t>(sq >> 64);
+    return r;
+  }
+};
+
+// VARIANCE / STDDEV of integers: exact (n, sum, sum of squares), a += b, as
+// PostgreSQL's own integer accumulators; the final function does the
+// numeric arithmetic.
+struct IntMoments {
+  int64_t n = 0;
+  int128_a8 sum = 0;
+  U192 sumsq;
+
+  void add(int64_t x) {
+    IntMoments one;
+    one.n = 1;
+    one.sum = x;
+    one.sumsq = U192::square(x);
+    merge(one);
+  }
+  void merge(const IntMoments& o) {
+    add_count(n, o.n);
+    sum += o.sum;
+    sumsq.add(o.sumsq);
+  }
+  void encode(Writer& w) const {
+    w.varint(static_cast<uint64_t>(n));
+    encode_i128(w, sum);
+    for (uint64_t x : sumsq.w) w.varint(x);
+  }
+  static IntMoments decode(Reader& r) {
+    IntMoments s;
+    s.n = decode_count(r);
+    s.sum = decode_i128(r);
+    for (uint64_t& x : s.sumsq.w) x = r.varint();
+    return s;
+  }
+};
+
+// Decimal text of 128/192-bit integers, for the final functions. Writes a
+// NUL-terminated string of at most 60 characters into out; never throws.
+constexpr size_t kDecimalBuf = 64;
+void to_decimal(__int128 v, char (&out)[kDecimalBuf]);
+void to_decimal(const U192& v, char (&out)[kDecimalBuf]);
 
 }  // namespace spillagg

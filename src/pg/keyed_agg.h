@@ -29,9 +29,15 @@ KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno);
 
 void close_tape_store(Datum store);  // shutdown callback
 
-template <class State>
-struct KeyedAgg {
+// The part of every state that does not depend on State, so a final
+// function can read value_type before knowing which State it holds.
+struct KeyedAggHeader {
   KeyType* key;
+  Oid value_type;  // of the value argument, if the aggregate has one
+};
+
+template <class State>
+struct KeyedAgg : KeyedAggHeader {
   ContextMemory table_mem;
   ContextMemory meta_mem;
   TapeStore store;
@@ -49,6 +55,7 @@ struct KeyedAgg {
     MemoryContext tab = AllocSetContextCreate(own, "spillagg table", ALLOCSET_SMALL_SIZES);
     KeyedAgg* s = new (MemoryContextAllocZero(own, sizeof(KeyedAgg))) KeyedAgg();
     s->key = kt;
+    s->value_type = PG_NARGS() > 2 ? get_fn_expr_argtype(fcinfo->flinfo, 2) : InvalidOid;
     s->table_mem.init(tab);
     s->meta_mem.init(own);
     s->store.init(own);
@@ -59,9 +66,15 @@ struct KeyedAgg {
     return s;
   }
 
-  // Adds one key (not NULL) and returns its state for the caller to update.
-  // Call inside run_core; `k` comes from key->bytes_of.
-  State& upsert(KeyView k, uint64 hash) { return table.upsert(hash, k); }
+  // Adds a row: the key (if not NULL) gets `update` applied to its state.
+  // Call outside run_core: it reads the key through PostgreSQL.
+  template <class Update>
+  void add_row(FunctionCallInfo fcinfo, Update&& update) {
+    if (PG_ARGISNULL(1)) return;
+    KeyView k = key->bytes_of(PG_GETARG_DATUM(1));
+    uint64 h = key->hash(k);
+    run_core([&] { update(table.upsert(h, k)); });
+  }
 
   // Starts the final pass over all distinct keys (inside run_core).
   void finish() {
@@ -69,5 +82,39 @@ struct KeyedAgg {
     backend_stats.peak_bytes = Max(backend_stats.peak_bytes, table.stats().peak_bytes);
   }
 };
+
+}  // namespace spillagg
+
+namespace spillagg {
+
+// The final step of the map aggregates: a jsonb object {key text: value}
+// over every distinct key. value_of(state, &jsonb_value) runs outside C++
+// exception scope and may call PostgreSQL. NULL when there are no keys.
+template <class State, class ValueOf>
+Datum build_json_map(KeyedAgg<State>* s, ValueOf&& value_of) {
+  run_core([&] { s->finish(); });
+  JsonbParseState* parse = nullptr;
+  pushJsonbValue(&parse, WJB_BEGIN_OBJECT, nullptr);
+  bool any = false;
+  for (;;) {
+    bool more = false;
+    uint64 h;
+    KeyView k;
+    State st;
+    run_core([&] { more = s->table.next(&h, &k, &st); });
+    if (!more) break;
+    any = true;
+    char* text = s->key->output(k);
+    JsonbValue key, value;
+    key.type = jbvString;
+    key.val.string.val = text;
+    key.val.string.len = static_cast<int>(strlen(text));
+    value_of(st, &value);
+    pushJsonbValue(&parse, WJB_KEY, &key);
+    pushJsonbValue(&parse, WJB_VALUE, &value);
+  }
+  if (!any) return (Datum)0;
+  return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&parse, WJB_END_OBJECT, nullptr)));
+}
 
 }  // namespace spillagg

@@ -7,6 +7,7 @@ extern "C" {
 #include "access/nbtree.h"
 #include "access/tupdesc.h"
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"

@@ -1,0 +1,251 @@
+// The Mergeable family over (key, value): sum_map, avg_map, min_map,
+// max_map, variance_map / var_pop_map, stddev_map / stddev_pop_map.
+// Each result value equals what PostgreSQL's own aggregate gives over the
+// same key's rows, with its result type (e.g. sum(int8) and avg(int) are
+// numeric), then turned into JSON as to_jsonb would.
+#include "postgres_api.h"
+
+#include <cmath>
+
+#include "json_values.h"
+#include "keyed_agg.h"
+
+extern "C" {
+PG_FUNCTION_INFO_V1(spillagg_sum_transfn);
+PG_FUNCTION_INFO_V1(spillagg_sum_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_avg_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_min_transfn);
+PG_FUNCTION_INFO_V1(spillagg_min_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_max_transfn);
+PG_FUNCTION_INFO_V1(spillagg_max_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_moments_transfn);
+PG_FUNCTION_INFO_V1(spillagg_var_samp_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_var_pop_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_stddev_samp_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_stddev_pop_finalfn);
+}
+
+using namespace spillagg;
+
+namespace {
+
+enum class ValueKind { Int, Float };
+
+ValueKind kind_of(Oid type) {
+  switch (type) {
+    case INT2OID:
+    case INT4OID:
+    case INT8OID:
+      return ValueKind::Int;
+    case FLOAT4OID:
+    case FLOAT8OID:
+      return ValueKind::Float;
+    default:
+      ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                      errmsg("spillagg map aggregates do not accept values of type %s",
+                             format_type_be(type)),
+                      errhint("Values must be smallint, integer, bigint, real or double precision.")));
+  }
+  pg_unreachable();
+}
+
+int64 int_value(Oid type, Datum d) {
+  switch (type) {
+    case INT2OID: return DatumGetInt16(d);
+    case INT4OID: return DatumGetInt32(d);
+    default: return DatumGetInt64(d);
+  }
+}
+
+double float_value(Oid type, Datum d) {
+  return type == FLOAT4OID ? static_cast<double>(DatumGetFloat4(d)) : DatumGetFloat8(d);
+}
+
+Oid value_type(FunctionCallInfo fcinfo) {
+  if (!PG_ARGISNULL(0)) return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0))->value_type;
+  return get_fn_expr_argtype(fcinfo->flinfo, 2);
+}
+
+Oid value_type_of_state(FunctionCallInfo fcinfo) {
+  return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0))->value_type;
+}
+
+// Transition: a row with a NULL value still registers its key (whose value
+// stays NULL if no other row brings one), as GROUP BY key would.
+template <class State, class Value>
+Datum map_transfn(FunctionCallInfo fcinfo, Value (*get)(Oid, Datum)) {
+  KeyedAgg<State>* s = KeyedAgg<State>::from_args(fcinfo, 1);
+  bool has_value = !PG_ARGISNULL(2);
+  Value v = has_value ? get(s->value_type, PG_GETARG_DATUM(2)) : Value{};
+  s->add_row(fcinfo, [&](State& st) {
+    if (has_value) st.add(v);
+  });
+  PG_RETURN_POINTER(s);
+}
+
+template <class State, class ValueOf>
+Datum map_finalfn(FunctionCallInfo fcinfo, ValueOf&& value_of) {
+  Datum map = build_json_map(reinterpret_cast<KeyedAgg<State>*>(PG_GETARG_POINTER(0)),
+                             [&](const State& st, JsonbValue* v) {
+                               if (st.n == 0) json_null(v);
+                               else value_of(st, v);
+                             });
+  if (!map) PG_RETURN_NULL();
+  PG_RETURN_DATUM(map);
+}
+
+Numeric numeric_of(__int128 v) {
+  char buf[kDecimalBuf];
+  to_decimal(v, buf);
+  return numeric_from_text(buf);
+}
+
+Numeric numeric_op(PGFunction f, Numeric a, Numeric b) {
+  return DatumGetNumeric(DirectFunctionCall2(f, NumericGetDatum(a), NumericGetDatum(b)));
+}
+
+int numeric_sign_of(Numeric a) {
+  return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a), NumericGetDatum(int64_to_numeric(0))));
+}
+
+// The square root of x rounded (half away from zero) to x's own display
+// scale, as PostgreSQL's sqrt_var(x, rscale = dscale(x)) gives it. numeric_sqrt
+// works at a larger scale, and rounding its result again can be off by one
+// unit in the last place, so the candidate r is corrected until
+// (r - u/2)^2 <= x < (r + u/2)^2, u being that unit (all exact arithmetic).
+Numeric sqrt_at_own_scale(Numeric x) {
+  int32 scale = DatumGetInt32(DirectFunctionCall1(numeric_scale, NumericGetDatum(x)));
+  Numeric r = DatumGetNumeric(DirectFunctionCall2(
+      numeric_round, DirectFunctionCall1(numeric_sqrt, NumericGetDatum(x)), Int32GetDatum(scale)));
+  char buf[32];
+  snprintf(buf, sizeof buf, "1e-%d", scale);
+  Numeric unit = numeric_from_text(buf);
+  snprintf(buf, sizeof buf, "5e-%d", scale + 1);
+  Numeric half = numeric_from_text(buf);
+  for (int step = 0; step < 4; ++step) {
+    Numeric lo = numeric_op(numeric_sub, r, half), hi = numeric_op(numeric_add, r, half);
+    if (numeric_sign_of(numeric_op(numeric_sub, x, numeric_op(numeric_mul, lo, lo))) < 0)
+      r = numeric_op(numeric_sub, r, unit);
+    else if (numeric_sign_of(numeric_op(numeric_sub, x, numeric_op(numeric_mul, hi, hi))) >= 0)
+      r = numeric_op(numeric_add, r, unit);
+    else
+      break;
+  }
+  return DatumGetNumeric(DirectFunctionCall2(numeric_round, NumericGetDatum(r), Int32GetDatum(scale)));
+}
+
+// PostgreSQL's variance/stddev of integers (numeric_stddev_internal):
+// (N * sumX2 - sumX^2) / (N * (N - 1)) (or N * N), exact up to the division,
+// which uses numeric_div's scale; stddev takes the root at that same scale.
+// NULL (false) where PostgreSQL gives NULL.
+bool int_moments_result(const IntMoments& m, bool sample, bool root, JsonbValue* v) {
+  if (m.n == 0 || (sample && m.n == 1)) return false;
+  char buf[kDecimalBuf];
+  to_decimal(m.sumsq, buf);
+  Numeric n = int64_to_numeric(m.n);
+  Numeric sum = numeric_of(m.sum);
+  Numeric numerator = numeric_op(numeric_sub, numeric_op(numeric_mul, n, numeric_from_text(buf)),
+                                 numeric_op(numeric_mul, sum, sum));
+  if (numeric_sign_of(numerator) <= 0) {
+    json_numeric(int64_to_numeric(0), v);
+    return true;
+  }
+  Numeric denominator = numeric_op(numeric_mul, n, sample ? int64_to_numeric(m.n - 1) : n);
+  Numeric variance = numeric_op(numeric_div, numerator, denominator);
+  if (root) variance = sqrt_at_own_scale(variance);
+  json_numeric(variance, v);
+  return true;
+}
+
+// PostgreSQL's float8_var_samp / _pop and the stddev variants: M2 / (n - 1)
+// or M2 / n; NULL where PostgreSQL gives NULL.
+bool float_moments_result(const FloatMoments& m, bool sample, bool root, JsonbValue* v) {
+  if (m.n == 0 || (sample && m.n == 1)) return false;
+  double variance = m.m2 / (static_cast<double>(m.n) - (sample ? 1.0 : 0.0));
+  json_float8(root ? std::sqrt(variance) : variance, v);
+  return true;
+}
+
+Datum moments_finalfn(FunctionCallInfo fcinfo, bool sample, bool root) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  if (kind_of(value_type_of_state(fcinfo)) == ValueKind::Int)
+    return map_finalfn<IntMoments>(fcinfo, [&](const IntMoments& m, JsonbValue* v) {
+      if (!int_moments_result(m, sample, root, v)) json_null(v);
+    });
+  return map_finalfn<FloatMoments>(fcinfo, [&](const FloatMoments& m, JsonbValue* v) {
+    if (!float_moments_result(m, sample, root, v)) json_null(v);
+  });
+}
+
+template <bool kMax>
+Datum extreme_transfn(FunctionCallInfo fcinfo) {
+  if (kind_of(value_type(fcinfo)) == ValueKind::Int)
+    return map_transfn<Extreme<int64_t, kMax>, int64>(fcinfo, int_value);
+  return map_transfn<Extreme<double, kMax>, double>(fcinfo, float_value);
+}
+
+template <bool kMax>
+Datum extreme_finalfn(FunctionCallInfo fcinfo) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  Oid type = value_type_of_state(fcinfo);
+  if (kind_of(type) == ValueKind::Int)
+    return map_finalfn<Extreme<int64_t, kMax>>(
+        fcinfo, [](const Extreme<int64_t, kMax>& e, JsonbValue* v) { json_int64(e.v, v); });
+  return map_finalfn<Extreme<double, kMax>>(fcinfo, [type](const Extreme<double, kMax>& e, JsonbValue* v) {
+    if (type == FLOAT4OID) json_float4(static_cast<float>(e.v), v);
+    else json_float8(e.v, v);
+  });
+}
+
+}  // namespace
+
+Datum spillagg_sum_transfn(PG_FUNCTION_ARGS) {
+  if (kind_of(value_type(fcinfo)) == ValueKind::Int) return map_transfn<IntSum, int64>(fcinfo, int_value);
+  return map_transfn<FloatSum, double>(fcinfo, float_value);
+}
+
+Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  Oid type = value_type_of_state(fcinfo);
+  if (kind_of(type) == ValueKind::Int)
+    return map_finalfn<IntSum>(fcinfo, [type](const IntSum& s, JsonbValue* v) {
+      if (type == INT8OID) return json_numeric(numeric_of(s.sum), v);  // sum(int8) is numeric
+      if (s.sum < PG_INT64_MIN || s.sum > PG_INT64_MAX)                  // as sum(int4) raises
+        ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("bigint out of range")));
+      json_int64(static_cast<int64>(s.sum), v);
+    });
+  return map_finalfn<FloatSum>(fcinfo, [type](const FloatSum& s, JsonbValue* v) {
+    if (type == FLOAT8OID) return json_float8(s.sum, v);
+    float f = static_cast<float>(s.sum);
+    if (std::isinf(f) && !std::isinf(s.sum))  // as float4pl raises
+      ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("value out of range: overflow")));
+    json_float4(f, v);
+  });
+}
+
+Datum spillagg_avg_finalfn(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  if (kind_of(value_type_of_state(fcinfo)) == ValueKind::Int)  // avg of integers is numeric
+    return map_finalfn<IntSum>(fcinfo, [](const IntSum& s, JsonbValue* v) {
+      json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.n)), v);
+    });
+  return map_finalfn<FloatSum>(fcinfo, [](const FloatSum& s, JsonbValue* v) {
+    json_float8(s.sum / static_cast<double>(s.n), v);
+  });
+}
+
+Datum spillagg_min_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<false>(fcinfo); }
+Datum spillagg_min_finalfn(PG_FUNCTION_ARGS) { return extreme_finalfn<false>(fcinfo); }
+Datum spillagg_max_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<true>(fcinfo); }
+Datum spillagg_max_finalfn(PG_FUNCTION_ARGS) { return extreme_finalfn<true>(fcinfo); }
+
+Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
+  if (kind_of(value_type(fcinfo)) == ValueKind::Int)
+    return map_transfn<IntMoments, int64>(fcinfo, int_value);
+  return map_transfn<FloatMoments, double>(fcinfo, float_value);
+}
+
+Datum spillagg_var_samp_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, true, false); }
+Datum spillagg_var_pop_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, false, false); }
+Datum spillagg_stddev_samp_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, true, true); }
+Datum spillagg_stddev_pop_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, false, true); }
