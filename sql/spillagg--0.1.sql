@@ -127,3 +127,24 @@ BEGIN
     END LOOP;
 END
 $$;
+
+CREATE FUNCTION spillagg_top_k_transfn(internal, anyelement, integer)
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_top_k_transfn(internal, anyelement, integer)
+IS 'transition function of top_k: counts a key in the spilling table';
+
+CREATE FUNCTION spillagg_top_k_finalfn(internal, anyelement, integer)
+RETURNS anyarray AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_top_k_finalfn(internal, anyelement, integer)
+IS 'final function of top_k: streams the merged counts through a heap of the k best';
+
+CREATE AGGREGATE top_k(anyelement, integer) (
+    SFUNC = spillagg_top_k_transfn,
+    STYPE = internal,
+    FINALFUNC = spillagg_top_k_finalfn,
+    FINALFUNC_EXTRA,
+    FINALFUNC_MODIFY = READ_WRITE,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE top_k(anyelement, integer)
+IS 'the k most frequent non-NULL keys, most frequent first, ties by key order; exact, in bounded memory';

@@ -34,6 +34,7 @@ void close_tape_store(Datum store);  // shutdown callback
 struct KeyedAggHeader {
   KeyType* key;
   Oid value_type;  // of the value argument, if the aggregate has one
+  int32 limit;     // top_k's k
 };
 
 template <class State>

@@ -1,0 +1,139 @@
+// top_k(key anyelement, k int) -> anyarray: the k most frequent keys, most
+// frequent first, ties broken by the key type's btree order. The counts are
+// count_map's spilling table; the final pass streams every distinct key once
+// through a bounded heap of the k best, so memory is O(k) beyond the budget.
+#include "postgres_api.h"
+
+#include "keyed_agg.h"
+
+extern "C" {
+PG_FUNCTION_INFO_V1(spillagg_top_k_transfn);
+PG_FUNCTION_INFO_V1(spillagg_top_k_finalfn);
+}
+
+using namespace spillagg;
+
+using CountAgg = KeyedAgg<Count>;
+
+namespace {
+
+struct Candidate {
+  int64 count;
+  Datum key;
+};
+
+struct Ranking {
+  FmgrInfo* cmp;
+  Oid collation;
+};
+
+// Key order by the type's btree comparison (may raise a PostgreSQL ERROR).
+int compare_keys(const Ranking& r, Datum a, Datum b) {
+  return DatumGetInt32(FunctionCall2Coll(r.cmp, r.collation, a, b));
+}
+
+// > 0 when a ranks before b: higher count, then smaller key.
+int rank(const Ranking& r, const Candidate& a, const Candidate& b) {
+  if (a.count != b.count) return a.count > b.count ? 1 : -1;
+  return -compare_keys(r, a.key, b.key);
+}
+
+// Min-heap on rank: heap[0] is the worst of the k kept.
+void sift_down(const Ranking& r, Candidate* heap, int n, int i) {
+  for (;;) {
+    int l = 2 * i + 1, worst = i;
+    if (l < n && rank(r, heap[l], heap[worst]) < 0) worst = l;
+    if (l + 1 < n && rank(r, heap[l + 1], heap[worst]) < 0) worst = l + 1;
+    if (worst == i) return;
+    Candidate t = heap[i];
+    heap[i] = heap[worst];
+    heap[worst] = t;
+    i = worst;
+  }
+}
+
+void sift_up(const Ranking& r, Candidate* heap, int i) {
+  while (i > 0 && rank(r, heap[i], heap[(i - 1) / 2]) < 0) {
+    Candidate t = heap[i];
+    heap[i] = heap[(i - 1) / 2];
+    heap[(i - 1) / 2] = t;
+    i = (i - 1) / 2;
+  }
+}
+
+int compare_for_output(const void* a, const void* b, void* arg) {
+  return -rank(*static_cast<const Ranking*>(arg), *static_cast<const Candidate*>(a),
+               *static_cast<const Candidate*>(b));
+}
+
+// A copy of the key that outlives the table's merge buffers.
+Datum copy_key(KeyType* kt, KeyView k) {
+  if (kt->typbyval) return kt->datum_of(k);
+  void* p = palloc(k.len);
+  memcpy(p, k.data, k.len);
+  return PointerGetDatum(p);
+}
+
+}  // namespace
+
+Datum spillagg_top_k_transfn(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(2) || PG_GETARG_INT32(2) <= 0)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("k must be a positive integer"),
+                    errdetail("top_k was called with k = %s.",
+                              PG_ARGISNULL(2) ? "NULL" : psprintf("%d", PG_GETARG_INT32(2)))));
+  CountAgg* s = CountAgg::from_args(fcinfo, 1);
+  s->limit = PG_GETARG_INT32(2);
+  s->add_row(fcinfo, [](Count& c) { c.add_one(); });
+  PG_RETURN_POINTER(s);
+}
+
+Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  CountAgg* s = reinterpret_cast<CountAgg*>(PG_GETARG_POINTER(0));
+  KeyType* kt = s->key;
+  TypeCacheEntry* tc = lookup_type_cache(kt->type, TYPECACHE_CMP_PROC_FINFO);
+  if (!OidIsValid(tc->cmp_proc_finfo.fn_oid))
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
+                    errmsg("could not identify a comparison function for type %s",
+                           format_type_be(kt->type)),
+                    errdetail("top_k breaks ties by key order.")));
+  Ranking r{&tc->cmp_proc_finfo, kt->collation};
+
+  run_core([&] { s->finish(); });
+  int limit = s->limit;
+  Candidate* heap = static_cast<Candidate*>(palloc(sizeof(Candidate) * Min(limit, 1024)));
+  int cap = Min(limit, 1024), n = 0;
+  for (;;) {
+    bool more = false;
+    uint64 h;
+    KeyView k;
+    Count c;
+    run_core([&] { more = s->table.next(&h, &k, &c); });
+    if (!more) break;
+    Candidate cand{c.n, kt->datum_of(k)};
+    if (n < limit) {
+      if (n == cap) {
+        cap = Min(limit, 2 * cap);
+        heap = static_cast<Candidate*>(repalloc(heap, sizeof(Candidate) * cap));
+      }
+      cand.key = copy_key(kt, k);
+      heap[n] = cand;
+      sift_up(r, heap, n++);
+    } else if (rank(r, cand, heap[0]) > 0) {
+      if (!kt->typbyval) pfree(DatumGetPointer(heap[0].key));
+      cand.key = copy_key(kt, k);
+      heap[0] = cand;
+      sift_down(r, heap, n, 0);
+    }
+  }
+  if (n == 0) PG_RETURN_NULL();
+  qsort_arg(heap, n, sizeof(Candidate), compare_for_output, &r);
+  Datum* keys = static_cast<Datum*>(palloc(sizeof(Datum) * n));
+  for (int i = 0; i < n; ++i) keys[i] = heap[i].key;
+  int16 typlen;
+  bool typbyval;
+  char typalign;
+  get_typlenbyvalalign(kt->type, &typlen, &typbyval, &typalign);
+  PG_RETURN_ARRAYTYPE_P(construct_array(keys, n, kt->type, typlen, typbyval, typalign));
+}
