@@ -3,7 +3,23 @@
 
 -- Transition states are internal (a spilling hash table); final functions
 -- consume them (FINALFUNC_MODIFY = READ_WRITE), so the aggregates are not
--- usable as window functions.
+-- usable as window functions. Every aggregate has the same combine,
+-- serialize and deserialize functions, so parallel query can split it.
+
+CREATE FUNCTION spillagg_combine(internal, internal)
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_combine(internal, internal)
+IS 'combine function of every spillagg aggregate: merges partial states key by key';
+
+CREATE FUNCTION spillagg_serialize(internal)
+RETURNS bytea AS 'MODULE_PATHNAME' LANGUAGE C STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_serialize(internal)
+IS 'serial function of every spillagg aggregate: a partial state as bytea';
+
+CREATE FUNCTION spillagg_deserialize(bytea, internal)
+RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_deserialize(bytea, internal)
+IS 'deserial function of every spillagg aggregate: checks and wraps a serialized partial state';
 
 CREATE FUNCTION spillagg_count_distinct_transfn(internal, anyelement)
 RETURNS internal AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
@@ -20,6 +36,9 @@ CREATE AGGREGATE count_distinct(anyelement) (
     STYPE = internal,
     FINALFUNC = spillagg_count_distinct_finalfn,
     FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine,
+    SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE count_distinct(anyelement)
@@ -40,6 +59,9 @@ CREATE AGGREGATE count_map(anyelement) (
     STYPE = internal,
     FINALFUNC = spillagg_count_map_finalfn,
     FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine,
+    SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE count_map(anyelement)
@@ -50,6 +72,9 @@ CREATE AGGREGATE histogram(anyelement) (
     STYPE = internal,
     FINALFUNC = spillagg_count_map_finalfn,
     FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine,
+    SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE histogram(anyelement)
@@ -119,7 +144,8 @@ BEGIN
             EXECUTE format('CREATE AGGREGATE %s(anyelement, %s) (
                                 SFUNC = spillagg_%s_transfn, STYPE = internal,
                                 FINALFUNC = spillagg_%s_finalfn, FINALFUNC_MODIFY = READ_WRITE,
-                                PARALLEL = SAFE)',
+                                COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+                                DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE)',
                            agg.name, vt, agg.trans, agg.final);
             EXECUTE format('COMMENT ON AGGREGATE %s(anyelement, %s) IS %L', agg.name, vt,
                            'jsonb {key: ' || agg.builtin || '(value)} over each key''s rows, in bounded memory');
@@ -144,6 +170,9 @@ CREATE AGGREGATE top_k(anyelement, integer) (
     FINALFUNC = spillagg_top_k_finalfn,
     FINALFUNC_EXTRA,
     FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine,
+    SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE top_k(anyelement, integer)

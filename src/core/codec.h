@@ -72,6 +72,7 @@ class Writer {
     if (len_) sink_->write(buf_, len_);
     len_ = 0;
   }
+  size_t buffered() const { return len_; }
 
  private:
   ByteSink* sink_;

@@ -31,6 +31,47 @@ constexpr size_t kRecordHeaderMax = 10 + 10 + 8;
 constexpr size_t kStateMax = 64;   // bound on State::encode output
 constexpr size_t kIoChunk = 8192;  // our own read/write buffering
 
+// Writes one record in the run format (also the serialized-state format).
+template <class State>
+void write_run_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
+  struct TooLarge final : ByteSink {
+    void write(const void*, size_t) override { throw std::length_error("state encoding too large"); }
+  } too_large;
+  uint8_t sbuf[kStateMax];
+  Writer sw(&too_large, sbuf, sizeof sbuf);
+  st.encode(sw);
+  w.varint(key.len);
+  w.varint(sw.buffered());
+  w.fixed<uint64_t>(hash);
+  w.bytes(key.data, key.len);
+  w.bytes(sbuf, sw.buffered());
+}
+
+struct RecordHeader {
+  uint32_t key_len;
+  uint32_t state_len;
+  uint64_t hash;
+};
+
+inline RecordHeader read_record_header(Reader& r) {
+  uint64_t key_len = r.varint();
+  uint64_t state_len = r.varint();
+  if (key_len > UINT32_MAX || state_len > kStateMax) throw CorruptData("bad record header");
+  return RecordHeader{static_cast<uint32_t>(key_len), static_cast<uint32_t>(state_len),
+                      r.fixed<uint64_t>()};
+}
+
+// Reads one whole record from memory; the key points into r's bytes.
+template <class State>
+void read_run_record(Reader& r, uint64_t* hash, KeyView* key, State* st) {
+  RecordHeader h = read_record_header(r);
+  *hash = h.hash;
+  *key = KeyView{r.take(h.key_len), h.key_len};
+  Reader s(r.take(h.state_len), h.state_len);
+  *st = State::decode(s);
+  if (s.remaining() != 0) throw CorruptData("bad state in record");
+}
+
 // Reads the records of one run through a buffer taken from a MemorySource.
 template <class State>
 class RunReader {
@@ -56,18 +97,11 @@ class RunReader {
     --left_;
     ensure(kRecordHeaderMax);
     Reader h(buf_ + pos_, len_ - pos_);
-    uint64_t key_len = h.varint();
-    uint64_t state_len = h.varint();
-    if (key_len > UINT32_MAX || state_len > kStateMax) throw CorruptData("bad spill record header");
-    cur_.hash = h.fixed<uint64_t>();
-    size_t header = static_cast<size_t>(h.position() - (buf_ + pos_));
-    size_t total = header + key_len + state_len;
+    RecordHeader head = read_record_header(h);
+    size_t total = static_cast<size_t>(h.position() - (buf_ + pos_)) + head.key_len + head.state_len;
     if (ensure(total) < total) throw CorruptData("spill run truncated");
-    const uint8_t* rec = buf_ + pos_ + header;
-    cur_.key = KeyView{rec, static_cast<uint32_t>(key_len)};
-    Reader s(rec + key_len, state_len);
-    cur_.state = State::decode(s);
-    if (s.remaining() != 0) throw CorruptData("bad state in spill record");
+    Reader rec(buf_ + pos_, total);
+    read_run_record(rec, &cur_.hash, &cur_.key, &cur_.state);
     pos_ += total;
     return true;
   }
@@ -154,7 +188,7 @@ class SpillingTable {
     uint8_t buf[kIoChunk];
     Writer w(&sink, buf, sizeof buf);
     for (size_t i = 0; i < n; ++i) {
-      write_record(w, es[i].hash, table_.key_of(es[i]), es[i].state);
+      write_run_record(w, es[i].hash, table_.key_of(es[i]), es[i].state);
       if ((i & 4095) == 4095) store_->check_interrupts();
     }
     w.flush();
@@ -346,29 +380,6 @@ class SpillingTable {
     return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
   }
 
-  static void write_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
-    uint8_t sbuf[kStateMax];
-    struct Mem final : ByteSink {
-      uint8_t* p;
-      size_t n = 0;
-      void write(const void* src, size_t len) override {
-        if (n + len > kStateMax) throw std::length_error("state encoding too large");
-        std::memcpy(p + n, src, len);
-        n += len;
-      }
-    } mem;
-    mem.p = sbuf;
-    uint8_t tmp[kStateMax];
-    Writer sw(&mem, tmp, sizeof tmp);
-    st.encode(sw);
-    sw.flush();
-    w.varint(key.len);
-    w.varint(mem.n);
-    w.fixed<uint64_t>(hash);
-    w.bytes(key.data, key.len);
-    w.bytes(sbuf, mem.n);
-  }
-
   void add_run(RunStore::Run run, uint64_t records) {
     if (nruns_ == runs_cap_) {
       size_t cap = runs_cap_ ? runs_cap_ * 2 : 16;
@@ -398,7 +409,7 @@ class SpillingTable {
     KeyView key;
     State st;
     while (merge_->next(&hash, &key, &st)) {
-      write_record(w, hash, key, st);
+      write_run_record(w, hash, key, st);
       ++n;
     }
     w.flush();

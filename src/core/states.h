@@ -1,4 +1,4 @@
-// Per-key states. Each has exactly one merge rule (the Mergeable rule), used
+// Per-key states. Each has a tag naming it in serialized states, exactly one merge rule (the Mergeable rule), used
 // alike when spilled runs are merged and when partial states are combined,
 // and a compact, deterministic encode/decode for spill runs and
 // serialization. States are plain data: no destructors, no pointers.
@@ -15,6 +15,7 @@ namespace spillagg {
 
 // count_distinct needs only the set of keys.
 struct Presence {
+  static constexpr uint8_t kTag = 1;
   void merge(const Presence&) {}
   void encode(Writer&) const {}
   static Presence decode(Reader&) { return {}; }
@@ -22,6 +23,7 @@ struct Presence {
 
 // COUNT: a += b.
 struct Count {
+  static constexpr uint8_t kTag = 2;
   int64_t n = 0;
 
   void add_one() { merge(Count{1}); }
@@ -69,6 +71,7 @@ inline int64_t decode_count(Reader& r) {
 // SUM and AVG of integers: (sum, n), a += b. |sum| <= n * 2^63 < 2^127 for
 // any n < 2^63, so the 128-bit sum of int8 values cannot overflow.
 struct IntSum {
+  static constexpr uint8_t kTag = 3;
   int128_a8 sum = 0;
   int64_t n = 0;
 
@@ -92,6 +95,7 @@ struct IntSum {
 // SUM and AVG of floats: (sum, n), a += b, in double precision as
 // PostgreSQL's float8 accumulators.
 struct FloatSum {
+  static constexpr uint8_t kTag = 4;
   double sum = 0;
   int64_t n = 0;
 
@@ -122,6 +126,7 @@ inline bool float_less(double a, double b) {
 // MIN / MAX: keep the smaller / larger. T is int64_t or double.
 template <class T, bool kMax>
 struct Extreme {
+  static constexpr uint8_t kTag = (std::is_floating_point_v<T> ? 7 : 5) + (kMax ? 1 : 0);
   T v = 0;
   int64_t n = 0;
 
@@ -152,6 +157,7 @@ struct Extreme {
 // VARIANCE / STDDEV of floats: (n, mean, M2), combined with Chan et al.'s
 // parallel formula; add() is the one-element case (Welford's update).
 struct FloatMoments {
+  static constexpr uint8_t kTag = 9;
   int64_t n = 0;
   double mean = 0;
   double m2 = 0;
@@ -217,6 +223,7 @@ struct U192 {
 // PostgreSQL's own integer accumulators; the final function does the
 // numeric arithmetic.
 struct IntMoments {
+  static constexpr uint8_t kTag = 10;
   int64_t n = 0;
   int128_a8 sum = 0;
   U192 sumsq;

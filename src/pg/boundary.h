@@ -51,8 +51,10 @@ inline void pg_call(MemoryContext cxt, F&& f) {
   if (edata) throw PgError(edata);
 }
 
+// corrupt_sqlstate: the SQLSTATE of CorruptData (XX001 for our own spill
+// files; 22P03 where the bytes came from outside, e.g. a serialized state).
 template <class F>
-inline void run_core(F&& f) {
+inline void run_core(F&& f, int corrupt_sqlstate = ERRCODE_DATA_CORRUPTED) {
   ErrorData* pg_error = nullptr;
   int sqlstate = 0;
   char message[256];
@@ -67,7 +69,7 @@ inline void run_core(F&& f) {
   } catch (const std::bad_alloc&) {
     keep(ERRCODE_OUT_OF_MEMORY, "out of memory");
   } catch (const CorruptData& e) {
-    keep(ERRCODE_DATA_CORRUPTED, e.what());
+    keep(corrupt_sqlstate, e.what());
   } catch (const std::overflow_error& e) {
     keep(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, e.what());
   } catch (const std::exception& e) {

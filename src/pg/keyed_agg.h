@@ -33,8 +33,10 @@ void close_tape_store(Datum store);  // shutdown callback
 // function can read value_type before knowing which State it holds.
 struct KeyedAggHeader {
   KeyType* key;
-  Oid value_type;  // of the value argument, if the aggregate has one
-  int32 limit;     // top_k's k
+  Oid value_type;   // of the value argument, if the aggregate has one
+  int32 limit;      // top_k's k
+  uint8 state_tag;  // State::kTag
+  bool serialized;  // a SerializedState (partial_states.cpp), not a KeyedAgg
 };
 
 template <class State>
@@ -51,12 +53,21 @@ struct KeyedAgg : KeyedAggHeader {
     if (!AggCheckCallContext(fcinfo, &aggcxt))
       elog(ERROR, "spillagg transition function called in non-aggregate context");
     if (!PG_ARGISNULL(0)) return reinterpret_cast<KeyedAgg*>(PG_GETARG_POINTER(0));
-    KeyType* kt = call_site_key_type(fcinfo, key_argno);
+    Oid value_type = PG_NARGS() > 2 ? get_fn_expr_argtype(fcinfo->flinfo, 2) : InvalidOid;
+    return create(fcinfo, aggcxt, call_site_key_type(fcinfo, key_argno), value_type, 0);
+  }
+
+  // A new, empty state in aggcxt. PostgreSQL ERRORs only.
+  static KeyedAgg* create(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyType* kt,
+                          Oid value_type, int32 limit) {
     MemoryContext own = AllocSetContextCreate(aggcxt, "spillagg state", ALLOCSET_SMALL_SIZES);
     MemoryContext tab = AllocSetContextCreate(own, "spillagg table", ALLOCSET_SMALL_SIZES);
     KeyedAgg* s = new (MemoryContextAllocZero(own, sizeof(KeyedAgg))) KeyedAgg();
     s->key = kt;
-    s->value_type = PG_NARGS() > 2 ? get_fn_expr_argtype(fcinfo->flinfo, 2) : InvalidOid;
+    s->value_type = value_type;
+    s->limit = limit;
+    s->state_tag = State::kTag;
+    s->serialized = false;
     s->table_mem.init(tab);
     s->meta_mem.init(own);
     s->store.init(own);
