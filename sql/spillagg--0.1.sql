@@ -88,7 +88,7 @@ COMMENT ON FUNCTION spillagg_stats()
 IS 'this backend''s spillagg counters: states created, spills, runs written, bytes written to temp files, peak bytes of one table';
 
 -- The Mergeable family: name_map(key anyelement, value) -> jsonb {key: value}
--- for smallint, integer, bigint, real and double precision values, each
+-- for smallint, integer, bigint, real, double precision and numeric values, each
 -- value equal to the built-in aggregate over that key's rows.
 -- Transition functions take "any" as the value and check its type; the
 -- aggregates below are declared per value type so other types do not match.
@@ -140,7 +140,7 @@ BEGIN
         ('stddev_samp_map','moments','stddev_samp', 'stddev_samp'),
         ('stddev_pop_map', 'moments','stddev_pop',  'stddev_pop')
     ) AS a(name, trans, final, builtin) LOOP
-        FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision'] LOOP
+        FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric'] LOOP
             EXECUTE format('CREATE AGGREGATE %s(anyelement, %s) (
                                 SFUNC = spillagg_%s_transfn, STYPE = internal,
                                 FINALFUNC = spillagg_%s_finalfn, FINALFUNC_MODIFY = READ_WRITE,

@@ -28,7 +28,7 @@ struct SpillStats {
 };
 
 constexpr size_t kRecordHeaderMax = 10 + 10 + 8;
-constexpr size_t kStateMax = 64;   // bound on State::encode output
+constexpr size_t kStateMax = 256;  // bound on State::encode output
 constexpr size_t kIoChunk = 8192;  // our own read/write buffering
 
 // Writes one record in the run format (also the serialized-state format).

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "codec.h"
+#include "decimal.h"
 
 namespace spillagg {
 
@@ -251,6 +252,137 @@ struct IntMoments {
     s.sum = decode_i128(r);
     for (uint64_t& x : s.sumsq.w) x = r.varint();
     return s;
+  }
+};
+
+// Numeric values: finite ones are summed exactly; NaN and the infinities are
+// counted, so the final functions can answer as PostgreSQL's do.
+struct NumericKinds {
+  int64_t n = 0;  // all non-NULL values
+  int64_t nan = 0, pos_inf = 0, neg_inf = 0;
+
+  int64_t finite() const { return n - nan - pos_inf - neg_inf; }
+  bool special() const { return nan + pos_inf + neg_inf > 0; }
+  // Counts v; true if it is finite.
+  bool count(const NumericValue& v) {
+    add_count(n, 1);
+    if (v.kind == NumericValue::kNaN) ++nan;
+    else if (v.kind == NumericValue::kPosInf) ++pos_inf;
+    else if (v.kind == NumericValue::kNegInf) ++neg_inf;
+    return v.kind == NumericValue::kFinite;
+  }
+  void merge(const NumericKinds& o) {
+    add_count(n, o.n);
+    add_count(nan, o.nan);
+    add_count(pos_inf, o.pos_inf);
+    add_count(neg_inf, o.neg_inf);
+  }
+  void encode(Writer& w) const {
+    for (int64_t x : {n, nan, pos_inf, neg_inf}) w.varint(static_cast<uint64_t>(x));
+  }
+  static NumericKinds decode(Reader& r) {
+    NumericKinds k;
+    k.n = decode_count(r);
+    k.nan = decode_count(r);
+    k.pos_inf = decode_count(r);
+    k.neg_inf = decode_count(r);
+    if (k.finite() < 0) throw CorruptData("bad numeric counts");
+    return k;
+  }
+};
+
+// SUM and AVG of numeric: exact sum of the finite values, a += b.
+struct NumericSum {
+  static constexpr uint8_t kTag = 11;
+  NumericKinds kinds;
+  Decimal sum;
+  int64_t n = 0;  // = kinds.n, for the NULL test shared by every state
+
+  void add(const NumericValue& v) {
+    if (kinds.count(v)) sum.add(v.d);
+    n = kinds.n;
+  }
+  void merge(const NumericSum& o) {
+    kinds.merge(o.kinds);
+    sum.add(o.sum);
+    n = kinds.n;
+  }
+  void encode(Writer& w) const {
+    kinds.encode(w);
+    sum.encode(w);
+  }
+  static NumericSum decode(Reader& r) {
+    NumericSum s;
+    s.kinds = NumericKinds::decode(r);
+    s.sum = Decimal::decode(r);
+    s.n = s.kinds.n;
+    return s;
+  }
+};
+
+// MIN / MAX of numeric, in PostgreSQL's order (NaN above +Infinity).
+template <bool kMax>
+struct NumericExtreme {
+  static constexpr uint8_t kTag = kMax ? 13 : 12;
+  NumericValue v;
+  int64_t n = 0;
+
+  void add(const NumericValue& x) {
+    NumericExtreme one;
+    one.v = x;
+    one.n = 1;
+    merge(one);
+  }
+  void merge(const NumericExtreme& o) {
+    if (o.n == 0) return;
+    if (n == 0 || (kMax ? v.compare(o.v) < 0 : o.v.compare(v) < 0)) v = o.v;
+    add_count(n, o.n);
+  }
+  void encode(Writer& w) const {
+    w.varint(static_cast<uint64_t>(n));
+    v.encode(w);
+  }
+  static NumericExtreme decode(Reader& r) {
+    NumericExtreme e;
+    e.n = decode_count(r);
+    e.v = NumericValue::decode(r);
+    return e;
+  }
+};
+
+// VARIANCE / STDDEV of numeric: exact (sum, sum of squares) of the finite
+// values, a += b, as PostgreSQL's numeric accumulators.
+struct NumericMoments {
+  static constexpr uint8_t kTag = 14;
+  NumericKinds kinds;
+  Decimal sum, sumsq;
+  int64_t n = 0;
+
+  void add(const NumericValue& v) {
+    if (kinds.count(v)) {
+      sum.add(v.d);
+      sumsq.add(Decimal::product(v.d, v.d));
+    }
+    n = kinds.n;
+  }
+  void merge(const NumericMoments& o) {
+    kinds.merge(o.kinds);
+    sum.add(o.sum);
+    sumsq.add(o.sumsq);
+    n = kinds.n;
+  }
+  void encode(Writer& w) const {
+    kinds.encode(w);
+    sum.encode(w);
+    sumsq.encode(w);
+  }
+  static NumericMoments decode(Reader& r) {
+    NumericMoments m;
+    m.kinds = NumericKinds::decode(r);
+    m.sum = Decimal::decode(r);
+    m.sumsq = Decimal::decode(r);
+    m.n = m.kinds.n;
+    return m;
   }
 };
 

@@ -29,7 +29,7 @@ using namespace spillagg;
 
 namespace {
 
-enum class ValueKind { Int, Float };
+enum class ValueKind { Int, Float, Numeric };
 
 ValueKind kind_of(Oid type) {
   switch (type) {
@@ -40,11 +40,13 @@ ValueKind kind_of(Oid type) {
     case FLOAT4OID:
     case FLOAT8OID:
       return ValueKind::Float;
+    case NUMERICOID:
+      return ValueKind::Numeric;
     default:
       ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
                       errmsg("spillagg map aggregates do not accept values of type %s",
                              format_type_be(type)),
-                      errhint("Values must be smallint, integer, bigint, real or double precision.")));
+                      errhint("Values must be smallint, integer, bigint, real, double precision or numeric.")));
   }
   pg_unreachable();
 }
@@ -59,6 +61,66 @@ int64 int_value(Oid type, Datum d) {
 
 double float_value(Oid type, Datum d) {
   return type == FLOAT4OID ? static_cast<double>(DatumGetFloat4(d)) : DatumGetFloat8(d);
+}
+
+// A numeric Datum as a NumericValue, read from PostgreSQL's numeric layout
+// (the on-disk format: a 2-byte header for short and special values, 4 bytes
+// with a separate weight otherwise, then base-10000 digits).
+NumericValue numeric_value(Oid, Datum d) {
+  Numeric num = DatumGetNumeric(d);  // detoasted, 4-byte varlena header
+  const uint8* p = reinterpret_cast<const uint8*>(VARDATA(num));
+  uint16 header;
+  memcpy(&header, p, sizeof header);
+  NumericValue v;
+  if ((header & 0xC000) == 0xC000) {  // NaN, +Infinity, -Infinity
+    uint16 special = header & 0xF000;
+    v.kind = special == 0xD000 ? NumericValue::kPosInf
+             : special == 0xF000 ? NumericValue::kNegInf : NumericValue::kNaN;
+    return v;
+  }
+  bool is_short = (header & 0x8000) != 0;
+  int header_size = is_short ? 2 : 4;
+  bool negative;
+  int dscale, weight;
+  if (is_short) {
+    negative = (header & 0x2000) != 0;
+    dscale = (header & 0x1F80) >> 7;
+    weight = (header & 0x0040 ? ~0x003F : 0) | (header & 0x003F);
+  } else {
+    negative = (header & 0xC000) == 0x4000;
+    dscale = header & 0x3FFF;
+    int16 w;
+    memcpy(&w, p + 2, sizeof w);
+    weight = w;
+  }
+  int ndigits = static_cast<int>((VARSIZE(num) - VARHDRSZ - header_size) / sizeof(int16));
+  const int16* digits = reinterpret_cast<const int16*>(p + header_size);
+  run_core([&] { v.d = Decimal::from_base10000(digits, ndigits, weight, dscale, negative); });
+  return v;
+}
+
+Numeric numeric_of(const Decimal& d) {
+  char* text = static_cast<char*>(palloc(d.text_size()));
+  d.to_text(text);
+  return numeric_from_text(text);
+}
+
+// NaN / Infinity as sum() and avg() of numeric give them; false if finite.
+bool special_sum(const NumericKinds& k, JsonbValue* v) {
+  if (!k.special()) return false;
+  const char* which = k.nan > 0 || (k.pos_inf > 0 && k.neg_inf > 0) ? "NaN"
+                      : k.pos_inf > 0 ? "Infinity" : "-Infinity";
+  json_number_text(pstrdup(which), v);
+  return true;
+}
+
+void json_numeric_value(const NumericValue& x, JsonbValue* v) {
+  switch (x.kind) {
+    case NumericValue::kNaN: return json_number_text(pstrdup("NaN"), v);
+    case NumericValue::kPosInf: return json_number_text(pstrdup("Infinity"), v);
+    case NumericValue::kNegInf: return json_number_text(pstrdup("-Infinity"), v);
+    default: return json_numeric(numeric_of(x.d), v);
+  }
 }
 
 Oid value_type(FunctionCallInfo fcinfo) {
@@ -94,7 +156,7 @@ Datum map_finalfn(FunctionCallInfo fcinfo, ValueOf&& value_of) {
   PG_RETURN_DATUM(map);
 }
 
-Numeric numeric_of(__int128 v) {
+Numeric numeric_of(__int128 v) {  // (an IntSum's sum)
   char buf[kDecimalBuf];
   to_decimal(v, buf);
   return numeric_from_text(buf);
@@ -134,23 +196,20 @@ Numeric sqrt_at_own_scale(Numeric x) {
   return DatumGetNumeric(DirectFunctionCall2(numeric_round, NumericGetDatum(r), Int32GetDatum(scale)));
 }
 
-// PostgreSQL's variance/stddev of integers (numeric_stddev_internal):
+// PostgreSQL's variance/stddev of integers and numerics (numeric_stddev_internal):
 // (N * sumX2 - sumX^2) / (N * (N - 1)) (or N * N), exact up to the division,
 // which uses numeric_div's scale; stddev takes the root at that same scale.
 // NULL (false) where PostgreSQL gives NULL.
-bool int_moments_result(const IntMoments& m, bool sample, bool root, JsonbValue* v) {
-  if (m.n == 0 || (sample && m.n == 1)) return false;
-  char buf[kDecimalBuf];
-  to_decimal(m.sumsq, buf);
-  Numeric n = int64_to_numeric(m.n);
-  Numeric sum = numeric_of(m.sum);
-  Numeric numerator = numeric_op(numeric_sub, numeric_op(numeric_mul, n, numeric_from_text(buf)),
+bool moments_result(int64 count, Numeric sum, Numeric sumsq, bool sample, bool root, JsonbValue* v) {
+  if (count == 0 || (sample && count == 1)) return false;
+  Numeric n = int64_to_numeric(count);
+  Numeric numerator = numeric_op(numeric_sub, numeric_op(numeric_mul, n, sumsq),
                                  numeric_op(numeric_mul, sum, sum));
   if (numeric_sign_of(numerator) <= 0) {
     json_numeric(int64_to_numeric(0), v);
     return true;
   }
-  Numeric denominator = numeric_op(numeric_mul, n, sample ? int64_to_numeric(m.n - 1) : n);
+  Numeric denominator = numeric_op(numeric_mul, n, sample ? int64_to_numeric(count - 1) : n);
   Numeric variance = numeric_op(numeric_div, numerator, denominator);
   if (root) variance = sqrt_at_own_scale(variance);
   json_numeric(variance, v);
@@ -168,9 +227,20 @@ bool float_moments_result(const FloatMoments& m, bool sample, bool root, JsonbVa
 
 Datum moments_finalfn(FunctionCallInfo fcinfo, bool sample, bool root) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  if (kind_of(value_type_of_state(fcinfo)) == ValueKind::Int)
+  ValueKind kind = kind_of(value_type_of_state(fcinfo));
+  if (kind == ValueKind::Int)
     return map_finalfn<IntMoments>(fcinfo, [&](const IntMoments& m, JsonbValue* v) {
-      if (!int_moments_result(m, sample, root, v)) json_null(v);
+      char buf[kDecimalBuf];
+      to_decimal(m.sumsq, buf);
+      if (!moments_result(m.n, numeric_of(m.sum), numeric_from_text(buf), sample, root, v)) json_null(v);
+    });
+  if (kind == ValueKind::Numeric)
+    return map_finalfn<NumericMoments>(fcinfo, [&](const NumericMoments& m, JsonbValue* v) {
+      // After the NULL cases (counting every value), any NaN or infinity
+      // makes the variance NaN, as numeric_stddev_internal decides.
+      if (m.kinds.special() && !(sample && m.kinds.n <= 1)) return json_number_text(pstrdup("NaN"), v);
+      if (!moments_result(m.kinds.finite(), numeric_of(m.sum), numeric_of(m.sumsq), sample, root, v))
+        json_null(v);
     });
   return map_finalfn<FloatMoments>(fcinfo, [&](const FloatMoments& m, JsonbValue* v) {
     if (!float_moments_result(m, sample, root, v)) json_null(v);
@@ -179,7 +249,10 @@ Datum moments_finalfn(FunctionCallInfo fcinfo, bool sample, bool root) {
 
 template <bool kMax>
 Datum extreme_transfn(FunctionCallInfo fcinfo) {
-  if (kind_of(value_type(fcinfo)) == ValueKind::Int)
+  ValueKind kind = kind_of(value_type(fcinfo));
+  if (kind == ValueKind::Numeric)
+    return map_transfn<NumericExtreme<kMax>, NumericValue>(fcinfo, numeric_value);
+  if (kind == ValueKind::Int)
     return map_transfn<Extreme<int64_t, kMax>, int64>(fcinfo, int_value);
   return map_transfn<Extreme<double, kMax>, double>(fcinfo, float_value);
 }
@@ -188,6 +261,9 @@ template <bool kMax>
 Datum extreme_finalfn(FunctionCallInfo fcinfo) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
   Oid type = value_type_of_state(fcinfo);
+  if (kind_of(type) == ValueKind::Numeric)
+    return map_finalfn<NumericExtreme<kMax>>(
+        fcinfo, [](const NumericExtreme<kMax>& e, JsonbValue* v) { json_numeric_value(e.v, v); });
   if (kind_of(type) == ValueKind::Int)
     return map_finalfn<Extreme<int64_t, kMax>>(
         fcinfo, [](const Extreme<int64_t, kMax>& e, JsonbValue* v) { json_int64(e.v, v); });
@@ -200,13 +276,19 @@ Datum extreme_finalfn(FunctionCallInfo fcinfo) {
 }  // namespace
 
 Datum spillagg_sum_transfn(PG_FUNCTION_ARGS) {
-  if (kind_of(value_type(fcinfo)) == ValueKind::Int) return map_transfn<IntSum, int64>(fcinfo, int_value);
+  ValueKind kind = kind_of(value_type(fcinfo));
+  if (kind == ValueKind::Numeric) return map_transfn<NumericSum, NumericValue>(fcinfo, numeric_value);
+  if (kind == ValueKind::Int) return map_transfn<IntSum, int64>(fcinfo, int_value);
   return map_transfn<FloatSum, double>(fcinfo, float_value);
 }
 
 Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
   Oid type = value_type_of_state(fcinfo);
+  if (kind_of(type) == ValueKind::Numeric)
+    return map_finalfn<NumericSum>(fcinfo, [](const NumericSum& s, JsonbValue* v) {
+      if (!special_sum(s.kinds, v)) json_numeric(numeric_of(s.sum), v);
+    });
   if (kind_of(type) == ValueKind::Int)
     return map_finalfn<IntSum>(fcinfo, [type](const IntSum& s, JsonbValue* v) {
       if (type == INT8OID) return json_numeric(numeric_of(s.sum), v);  // sum(int8) is numeric
@@ -225,7 +307,13 @@ Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
 
 Datum spillagg_avg_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  if (kind_of(value_type_of_state(fcinfo)) == ValueKind::Int)  // avg of integers is numeric
+  ValueKind kind = kind_of(value_type_of_state(fcinfo));
+  if (kind == ValueKind::Numeric)
+    return map_finalfn<NumericSum>(fcinfo, [](const NumericSum& s, JsonbValue* v) {
+      if (!special_sum(s.kinds, v))
+        json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.kinds.finite())), v);
+    });
+  if (kind == ValueKind::Int)  // avg of integers is numeric
     return map_finalfn<IntSum>(fcinfo, [](const IntSum& s, JsonbValue* v) {
       json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.n)), v);
     });
@@ -240,7 +328,10 @@ Datum spillagg_max_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<true>(fcin
 Datum spillagg_max_finalfn(PG_FUNCTION_ARGS) { return extreme_finalfn<true>(fcinfo); }
 
 Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
-  if (kind_of(value_type(fcinfo)) == ValueKind::Int)
+  ValueKind kind = kind_of(value_type(fcinfo));
+  if (kind == ValueKind::Numeric)
+    return map_transfn<NumericMoments, NumericValue>(fcinfo, numeric_value);
+  if (kind == ValueKind::Int)
     return map_transfn<IntMoments, int64>(fcinfo, int_value);
   return map_transfn<FloatMoments, double>(fcinfo, float_value);
 }

@@ -52,6 +52,10 @@ Datum with_state_type(uint8 tag, F&& f) {
     case Extreme<double, true>::kTag: return f(TypeTag<Extreme<double, true>>{});
     case FloatMoments::kTag: return f(TypeTag<FloatMoments>{});
     case IntMoments::kTag: return f(TypeTag<IntMoments>{});
+    case NumericSum::kTag: return f(TypeTag<NumericSum>{});
+    case NumericExtreme<false>::kTag: return f(TypeTag<NumericExtreme<false>>{});
+    case NumericExtreme<true>::kTag: return f(TypeTag<NumericExtreme<true>>{});
+    case NumericMoments::kTag: return f(TypeTag<NumericMoments>{});
   }
   ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
                   errmsg("invalid spillagg state: unknown state kind %d", tag)));
