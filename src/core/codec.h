@@ -41,6 +41,7 @@ class Writer {
   Writer(ByteSink* sink, uint8_t* buf, size_t cap) : sink_(sink), buf_(buf), cap_(cap) {}
 
   void bytes(const void* p, size_t n) {
+    if (n == 0) return;
     if (n > cap_ - len_) {
       flush();
       if (n > cap_) {
@@ -106,6 +107,7 @@ class Reader {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
       uint8_t b = *take(1);
+      if (shift == 63 && b > 1) throw CorruptData("varint overflow");
       v |= static_cast<uint64_t>(b & 0x7f) << shift;
       if (!(b & 0x80)) return v;
     }

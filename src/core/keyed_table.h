@@ -79,7 +79,9 @@ class KeyedTable {
         return &e;
       }
     }
-    // New key. Grow first if the load factor would pass 3/4.
+    // New key: refused when over budget (unless it would be the only one);
+    // grow first if the load factor would pass 3/4.
+    if (count_ > 0 && src_->bytes_allocated() > budget_) return nullptr;
     if ((count_ + 1) * 4 > (mask_ + 1) * 3) {
       size_t grown = (mask_ + 1) * 2 * sizeof(Entry);
       if (count_ > 0 && src_->bytes_allocated() + grown > budget_) return nullptr;

@@ -41,14 +41,14 @@ class ChunkArena {
   // Like allocate(), but returns nullptr instead of taking a new chunk when
   // that would push the source past `limit` bytes.
   uint8_t* allocate_within(size_t n, size_t limit) {
-    n = align8(n);
+    n = align8(n ? n : 1);  // never nullptr for 0 bytes: nullptr means "refused"
     if (static_cast<size_t>(end_ - cur_) >= n) return bump(n);
     size_t chunk = n > chunk_bytes_ / 4 ? n : chunk_bytes_;
     if (src_->bytes_allocated() + chunk > limit) return nullptr;
     return take_chunk(chunk, n);
   }
   uint8_t* allocate(size_t n) {
-    n = align8(n);
+    n = align8(n ? n : 1);
     if (static_cast<size_t>(end_ - cur_) >= n) return bump(n);
     return take_chunk(n > chunk_bytes_ / 4 ? n : chunk_bytes_, n);
   }

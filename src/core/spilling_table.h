@@ -115,15 +115,15 @@ class RunReader {
     std::memmove(buf_, buf_ + pos_, len_ - pos_);
     len_ -= pos_;
     pos_ = 0;
-    if (n > cap_) {  // a key larger than the buffer
-      size_t cap = std::max(n, cap_ * 2);
-      uint8_t* b = static_cast<uint8_t*>(mem_->allocate(cap));
-      std::memcpy(b, buf_, len_);
-      mem_->release(buf_);
-      buf_ = b;
-      cap_ = cap;
-    }
     while (len_ < n) {
+      if (len_ == cap_) {  // a key larger than the buffer: grow as data arrives,
+        size_t cap = std::min(n, cap_ * 2);  // so a corrupt length cannot ask for GBs
+        uint8_t* b = static_cast<uint8_t*>(mem_->allocate(cap));
+        std::memcpy(b, buf_, len_);
+        mem_->release(buf_);
+        buf_ = b;
+        cap_ = cap;
+      }
       size_t got = store_->read(run_, buf_ + len_, cap_ - len_);
       if (got == 0) break;
       len_ += got;
@@ -217,8 +217,11 @@ class SpillingTable {
     }
     if (!table_.empty()) spill();
     table_.clear();
-    size_t per_reader = store_->read_buffer_bytes() + kIoChunk + sizeof(RunReader<State>);
-    size_t fan_in = std::max<size_t>(4, table_.budget() / per_reader);
+    // Readers share the budget with the merge's own fixed buffers.
+    size_t per_reader = store_->read_buffer_bytes() + kIoChunk + sizeof(RunReader<State>) + sizeof(uint32_t);
+    size_t fixed = kIoChunk + sizeof(Merge) + 16 * sizeof(typename Merge::Member);
+    size_t budget = table_.budget();
+    size_t fan_in = std::max<size_t>(4, budget > fixed ? (budget - fixed) / per_reader : 0);
     while (nruns_ > fan_in) merge_pass(fan_in);
     open_merge(0, nruns_);
   }
@@ -269,13 +272,13 @@ class SpillingTable {
       return true;
     }
 
-   private:
     struct Member {
       size_t key_off;
       uint32_t key_len;
       State state;
     };
 
+   private:
     bool gather() {
       if (nheap_ == 0) return false;
       if (++since_check_ >= 4096) {

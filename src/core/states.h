@@ -14,6 +14,19 @@
 
 namespace spillagg {
 
+// n counts the non-NULL values seen; n == 0 means the key's values were all
+// NULL, which the final functions turn into JSON null.
+inline void add_count(int64_t& n, int64_t m) {  // n is unchanged on overflow
+  int64_t r;
+  if (__builtin_add_overflow(n, m, &r)) throw std::overflow_error("count out of range");
+  n = r;
+}
+inline int64_t decode_count(Reader& r) {
+  uint64_t v = r.varint();
+  if (v > static_cast<uint64_t>(INT64_MAX)) throw CorruptData("count out of range");
+  return static_cast<int64_t>(v);
+}
+
 // count_distinct needs only the set of keys.
 struct Presence {
   static constexpr uint8_t kTag = 1;
@@ -28,9 +41,7 @@ struct Count {
   int64_t n = 0;
 
   void add_one() { merge(Count{1}); }
-  void merge(const Count& o) {
-    if (__builtin_add_overflow(n, o.n, &n)) throw std::overflow_error("count out of range");
-  }
+  void merge(const Count& o) { add_count(n, o.n); }
   void encode(Writer& w) const { w.varint(static_cast<uint64_t>(n)); }
   static Count decode(Reader& r) {
     uint64_t v = r.varint();
@@ -56,17 +67,6 @@ inline __int128 decode_i128(Reader& r) {
   uint64_t lo = r.varint();
   int64_t hi = r.svarint();
   return static_cast<__int128>((static_cast<unsigned __int128>(static_cast<uint64_t>(hi)) << 64) | lo);
-}
-
-// n counts the non-NULL values seen; n == 0 means the key's values were all
-// NULL, which the final functions turn into JSON null.
-inline void add_count(int64_t& n, int64_t m) {
-  if (__builtin_add_overflow(n, m, &n)) throw std::overflow_error("count out of range");
-}
-inline int64_t decode_count(Reader& r) {
-  uint64_t v = r.varint();
-  if (v > static_cast<uint64_t>(INT64_MAX)) throw CorruptData("count out of range");
-  return static_cast<int64_t>(v);
 }
 
 // SUM and AVG of integers: (sum, n), a += b. |sum| <= n * 2^63 < 2^127 for

@@ -24,7 +24,14 @@ void KeyType::init(Oid t, Oid coll, MemoryContext c) {
   TypeCacheEntry* tc = lookup_type_cache(
       t, TYPECACHE_EQ_OPR | TYPECACHE_HASH_PROC | TYPECACHE_HASH_EXTENDED_PROC |
              TYPECACHE_BTREE_OPFAMILY);
-  if (!OidIsValid(tc->hash_proc) || !OidIsValid(tc->eq_opr))
+  Oid hash_proc = tc->hash_proc, hash_extended_proc = tc->hash_extended_proc;
+  if (t == RECORDOID && !OidIsValid(hash_proc)) {
+    // The type cache cannot vouch for the fields of an anonymous record;
+    // hash_record raises a clean ERROR at run time if one is not hashable.
+    hash_proc = F_HASH_RECORD;
+    hash_extended_proc = F_HASH_RECORD_EXTENDED;
+  }
+  if (!OidIsValid(hash_proc) || !OidIsValid(tc->eq_opr))
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
                     errmsg("could not identify a hash function for type %s", format_type_be(t)),
                     errhint("spillagg keys need a type with a default hash operator class.")));
@@ -36,9 +43,12 @@ void KeyType::init(Oid t, Oid coll, MemoryContext c) {
                            format_type_be(t)),
                     errhint("Use the COLLATE clause to set the collation explicitly.")));
   bytewise = typlen != -2 && equality_is_bytewise(tc, coll);
-  hash_extended = OidIsValid(tc->hash_extended_proc);
+  hash_extended = OidIsValid(hash_extended_proc);
   fmgr_info_cxt(get_opcode(tc->eq_opr), &eq_fn, c);
-  fmgr_info_cxt(hash_extended ? tc->hash_extended_proc : tc->hash_proc, &hash_fn, c);
+  fmgr_info_cxt(hash_extended ? hash_extended_proc : hash_proc, &hash_fn, c);
+  Oid base = getBaseType(t);
+  json_key_type = (base == BOOLOID || base == DATEOID || base == TIMESTAMPOID || base == TIMESTAMPTZOID)
+                      ? base : InvalidOid;
   Oid out;
   bool varlena;
   getTypeOutputInfo(t, &out, &varlena);
@@ -102,7 +112,16 @@ Datum KeyType::datum_of(KeyView k) const {
   }
 }
 
-char* KeyType::output(KeyView k) { return OutputFunctionCall(&out_fn, datum_of(k)); }
+char* KeyType::output(KeyView k) {
+  Datum d = datum_of(k);
+  switch (json_key_type) {
+    case BOOLOID: return pstrdup(DatumGetBool(d) ? "true" : "false");
+    case DATEOID:
+    case TIMESTAMPOID:
+    case TIMESTAMPTZOID: return JsonEncodeDateTime(nullptr, d, json_key_type, nullptr);
+    default: return OutputFunctionCall(&out_fn, d);
+  }
+}
 
 bool KeyType::equal(void* self, KeyView a, KeyView b) {
   KeyType* kt = static_cast<KeyType*>(self);

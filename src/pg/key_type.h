@@ -28,6 +28,7 @@ struct KeyType {
   FmgrInfo eq_fn;
   FmgrInfo hash_fn;
   FmgrInfo out_fn;
+  Oid json_key_type;   // base type if bool/date/timestamp[tz] (jsonb_object_agg's key style)
   uint64 byval_buf;    // bytes of the current by-value key
   uint8* scratch;      // bytes of the current short-header varlena key
   size_t scratch_cap;
@@ -43,6 +44,8 @@ struct KeyType {
   KeyView bytes_of(Datum d);  // valid until the next call
   uint64 hash(KeyView k);
   Datum datum_of(KeyView k) const;  // k must be 8-byte aligned
+  // The key as a JSON object key: as jsonb_object_agg makes it (true/false,
+  // ISO 8601 dates and timestamps), otherwise the type's text output.
   char* output(KeyView k);
 
  private:

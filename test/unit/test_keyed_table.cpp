@@ -1,0 +1,579 @@
+// keyed_table.h (KeyedTable) and memory.h (ChunkArena).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "keyed_table.h"
+#include "states.h"
+#include "test_support.h"
+
+using namespace spillagg;
+using namespace spillagg_test;
+
+namespace {
+
+constexpr KeyEquality kBytewise{nullptr, nullptr};
+using CTable = KeyedTable<Count>;
+using CEntry = CTable::Entry;
+
+std::string u64key(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
+
+size_t expected_slots(size_t count) {
+  size_t cap = CTable::kMinSlots;
+  while (count * 4 > cap * 3) cap *= 2;
+  return cap;
+}
+
+// Case-insensitive ASCII equality; its hash is of the lower-cased bytes.
+struct CiCtx {
+  size_t calls = 0;
+};
+bool ci_equal(void* ctx, KeyView a, KeyView b) {
+  ++static_cast<CiCtx*>(ctx)->calls;
+  if (a.len != b.len) return false;
+  for (uint32_t i = 0; i < a.len; ++i)
+    if (std::tolower(a.data[i]) != std::tolower(b.data[i])) return false;
+  return true;
+}
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+uint64_t ci_hash(const std::string& s) { return hash_of(lower(s)); }
+
+CEntry* upsert(CTable& t, uint64_t h, const std::string& k, bool* inserted) {
+  return t.find_or_insert(h, kv(k), inserted);
+}
+
+}  // namespace
+
+TEST(KeyedTable, GrowsFrom64SlotsThroughManyDoublings) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, size_t{1} << 30, /*inline_keys=*/true, kBytewise);
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(mem.bytes_allocated(), 0u);  // nothing allocated before the first insert
+
+  const size_t N = 98000;  // 64 -> 131072 slots: 11 doublings
+  size_t last_slots = 0, doublings = 0;
+  for (size_t i = 0; i < N; ++i) {
+    bool ins = false;
+    std::string k = u64key(i * 0x9E3779B97F4A7C15ULL);
+    CEntry* e = upsert(t, mix64(i), k, &ins);
+    ASSERT_NE(e, nullptr);
+    ASSERT_TRUE(ins);
+    e->state.n = static_cast<int64_t>(i) + 1;
+    ASSERT_EQ(t.size(), i + 1);
+    size_t slots = expected_slots(i + 1);
+    // Inline keys: the slot array is the only allocation.
+    ASSERT_EQ(mem.bytes_allocated(), slots * sizeof(CEntry)) << "after " << i + 1 << " keys";
+    ASSERT_EQ(mem.live_blocks(), 1u);
+    if (slots != last_slots) {
+      if (last_slots) {
+        ASSERT_EQ(slots, last_slots * 2);
+        ++doublings;
+      }
+      last_slots = slots;
+    }
+  }
+  EXPECT_EQ(last_slots, 131072u);
+  EXPECT_EQ(doublings, 11u);
+  // Every key survived every rehash with its state.
+  for (size_t i = 0; i < N; ++i) {
+    bool ins = true;
+    std::string k = u64key(i * 0x9E3779B97F4A7C15ULL);
+    CEntry* e = upsert(t, mix64(i), k, &ins);
+    ASSERT_NE(e, nullptr);
+    ASSERT_FALSE(ins);
+    ASSERT_EQ(e->state.n, static_cast<int64_t>(i) + 1);
+    ASSERT_EQ(str(t.key_of(*e)), k);
+    ASSERT_EQ(e->hash, mix64(i));
+  }
+  EXPECT_EQ(t.size(), N);
+  t.clear();
+  EXPECT_EQ(mem.bytes_allocated(), 0u);
+  EXPECT_TRUE(t.empty());
+}
+
+TEST(KeyedTable, InlineKeysOfEveryLengthStayDistinct) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 20, true, kBytewise);
+  // Keys that differ only in length or in trailing zero bytes.
+  std::vector<std::string> keys;
+  for (size_t len = 0; len <= 8; ++len) {
+    keys.push_back(std::string(len, '\0'));
+    keys.push_back(std::string(len, 'a'));
+    if (len) keys.push_back(std::string(len - 1, 'a') + '\0');
+  }
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  for (int round = 0; round < 3; ++round)
+    for (size_t i = 0; i < keys.size(); ++i) {
+      bool ins;
+      CEntry* e = upsert(t, hash_of(keys[i]), keys[i], &ins);
+      ASSERT_NE(e, nullptr);
+      ASSERT_EQ(ins, round == 0) << i;
+      e->state.add_one();
+    }
+  EXPECT_EQ(t.size(), keys.size());
+  std::set<std::string> seen;
+  t.for_each([&](const CEntry& e) {
+    EXPECT_EQ(e.state.n, 3);
+    EXPECT_LE(e.key_len, 8u);
+    EXPECT_TRUE(seen.insert(str(t.key_of(e))).second);
+  });
+  EXPECT_EQ(seen, std::set<std::string>(keys.begin(), keys.end()));
+}
+
+TEST(KeyedTable, InlineKeysWithCollidingHashes) {
+  // All keys share one hash: equality alone must separate them.
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 20, true, kBytewise);
+  for (int round = 0; round < 2; ++round)
+    for (uint64_t i = 0; i < 300; ++i) {
+      bool ins;
+      CEntry* e = upsert(t, 42, u64key(i), &ins);
+      ASSERT_NE(e, nullptr);
+      ASSERT_EQ(ins, round == 0);
+      e->state.add_one();
+    }
+  EXPECT_EQ(t.size(), 300u);
+  t.for_each([&](const CEntry& e) { EXPECT_EQ(e.state.n, 2); });
+}
+
+TEST(KeyedTable, ArenaKeysOfVariedLengths) {
+  TrackingSource mem;
+  CTable t;
+  const size_t budget = size_t{1} << 26;  // arena chunk = 64 KiB
+  t.init(&mem, budget, /*inline_keys=*/false, kBytewise);
+  std::vector<size_t> lens = {0,    1,    7,    8,    9,     15,    16,    17,    31,     100,
+                              255,  256,  1000, 4095, 4096,  4097,  16383, 16384, 16385,  65535,
+                              65536, 65537, 100000, 300000};
+  std::mt19937_64 rng(5);
+  std::vector<std::string> keys;
+  for (size_t len : lens)
+    for (int v = 0; v < 3; ++v) {
+      std::string s(len, '\0');
+      for (char& c : s) c = static_cast<char>(rng());
+      keys.push_back(s);
+    }
+  // Many short keys too, interleaved, so chunks fill and new ones are taken.
+  for (int i = 0; i < 5000; ++i) keys.push_back("short-" + std::to_string(i));
+  std::shuffle(keys.begin(), keys.end(), rng);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  std::shuffle(keys.begin(), keys.end(), rng);
+
+  size_t key_bytes = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::string buf = keys[i];  // the table must copy, not alias, the caller's bytes
+    bool ins;
+    CEntry* e = t.find_or_insert(hash_of(buf), kv(buf), &ins);
+    ASSERT_NE(e, nullptr);
+    ASSERT_TRUE(ins);
+    e->state.n = static_cast<int64_t>(i);
+    std::fill(buf.begin(), buf.end(), 'X');
+    key_bytes += keys[i].size();
+  }
+  EXPECT_EQ(t.size(), keys.size());
+  EXPECT_GE(mem.bytes_allocated(), key_bytes);
+  EXPECT_LE(mem.bytes_allocated(), budget);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    bool ins;
+    CEntry* e = upsert(t, hash_of(keys[i]), keys[i], &ins);
+    ASSERT_FALSE(ins);
+    ASSERT_EQ(e->state.n, static_cast<int64_t>(i));
+    ASSERT_EQ(e->key_len, keys[i].size());
+    ASSERT_EQ(str(t.key_of(*e)), keys[i]);
+  }
+  t.clear();
+  EXPECT_EQ(mem.bytes_allocated(), 0u);
+  EXPECT_EQ(mem.live_blocks(), 0u);
+}
+
+TEST(KeyedTable, EmptyArenaKeyAfterOtherKeys) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 16, false, kBytewise);
+  const std::string empty, nul(1, '\0');
+  bool ins;
+  ASSERT_NE(upsert(t, hash_of("x"), "x", &ins), nullptr);
+  CEntry* e = upsert(t, hash_of(empty), empty, &ins);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(ins);
+  EXPECT_EQ(t.key_of(*e).len, 0u);
+  e = upsert(t, hash_of(empty), empty, &ins);
+  ASSERT_NE(e, nullptr);
+  EXPECT_FALSE(ins);
+  e = upsert(t, hash_of(nul), nul, &ins);  // "" and "\0" are different keys
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(ins);
+  EXPECT_EQ(t.size(), 3u);
+}
+
+// CORE BUG: ChunkArena::allocate(0) / allocate_within(0, ...) return cur_,
+// which is nullptr while the arena has no current chunk (a fresh or just
+// cleared table, or one whose only keys were oversized). find_or_insert takes
+// nullptr to mean "over budget" and refuses the empty key, even into an empty
+// table, which "always accepts". (SpillingTable then dereferences nullptr; see
+// SpillingTable.EmptyKeyFirstAfterSpill.)
+TEST(KeyedTable, EmptyArenaKeyIntoEmptyTable) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 16, false, kBytewise);
+  const std::string empty;
+  bool ins = false;
+  CEntry* e = upsert(t, hash_of(empty), empty, &ins);
+  ASSERT_NE(e, nullptr) << "an empty table refused the zero-length key";
+  EXPECT_TRUE(ins);
+  EXPECT_EQ(t.key_of(*e).len, 0u);
+  EXPECT_EQ(t.size(), 1u);
+}
+
+TEST(KeyedTable, EmptyArenaKeyAfterOnlyOversizedKeys) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 24, false, kBytewise);  // plenty of budget
+  std::string big(200000, 'b');
+  const std::string empty;
+  bool ins = false;
+  ASSERT_NE(upsert(t, hash_of(big), big, &ins), nullptr);
+  CEntry* e = upsert(t, hash_of(empty), empty, &ins);
+  ASSERT_NE(e, nullptr) << "zero-length key refused although far under budget";
+  EXPECT_TRUE(ins);
+}
+
+TEST(KeyedTable, CustomEqualityMergesCaseVariants) {
+  TrackingSource mem;
+  CiCtx ctx;
+  CTable t;
+  t.init(&mem, 1 << 20, false, KeyEquality{ci_equal, &ctx});
+  bool ins;
+  CEntry* e = upsert(t, ci_hash("Ab"), "Ab", &ins);
+  ASSERT_TRUE(ins);
+  e->state.add_one();
+  e = upsert(t, ci_hash("aB"), "aB", &ins);
+  EXPECT_FALSE(ins);
+  e->state.add_one();
+  EXPECT_EQ(str(t.key_of(*e)), "Ab");  // the first spelling is kept
+  EXPECT_EQ(e->state.n, 2);
+  e = upsert(t, ci_hash("AB"), "AB", &ins);
+  EXPECT_FALSE(ins);
+  e = upsert(t, ci_hash("Abc"), "Abc", &ins);
+  EXPECT_TRUE(ins);
+  e = upsert(t, ci_hash("ba"), "ba", &ins);
+  EXPECT_TRUE(ins);
+  EXPECT_EQ(t.size(), 3u);
+  EXPECT_GT(ctx.calls, 0u);
+
+  // Many words in random case, across growth.
+  std::mt19937_64 rng(11);
+  std::map<std::string, int64_t> expect;
+  for (int i = 0; i < 20000; ++i) {
+    std::string w = "word" + std::to_string(rng() % 3000);
+    for (char& c : w)
+      if (rng() & 1) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    CEntry* x = upsert(t, ci_hash(w), w, &ins);
+    ASSERT_NE(x, nullptr);
+    x->state.add_one();
+    ++expect[lower(w)];
+  }
+  expect["ab"] += 2;
+  expect["abc"] += 0;
+  expect["ba"] += 0;
+  std::map<std::string, int64_t> got;
+  t.for_each([&](const CEntry& x) {
+    std::string k = lower(str(t.key_of(x)));
+    EXPECT_EQ(got.count(k), 0u) << k;
+    got[k] = x.state.n;
+  });
+  EXPECT_EQ(got, expect);
+}
+
+TEST(KeyedTable, CustomEqualityOnlyConsultedOnHashMatch) {
+  TrackingSource mem;
+  CiCtx ctx;
+  CTable t;
+  t.init(&mem, 1 << 20, false, KeyEquality{ci_equal, &ctx});
+  bool ins;
+  // Distinct hashes: the callback is never needed.
+  for (int i = 0; i < 1000; ++i) {
+    std::string k = "k" + std::to_string(i);
+    upsert(t, ci_hash(k), k, &ins);
+  }
+  EXPECT_EQ(ctx.calls, 0u);
+  // Same hash, different keys: the callback decides.
+  upsert(t, 7, "left", &ins);
+  EXPECT_TRUE(ins);
+  upsert(t, 7, "right", &ins);
+  EXPECT_TRUE(ins);
+  upsert(t, 7, "LEFT", &ins);
+  EXPECT_FALSE(ins);
+  EXPECT_GT(ctx.calls, 0u);
+}
+
+TEST(KeyedTable, RefusesNewKeysOverBudgetInline) {
+  TrackingSource mem;
+  CTable t;
+  const size_t budget = 4096;
+  t.init(&mem, budget, true, kBytewise);
+  // 64 slots fit; doubling to 128 would need 64+128 slots at once.
+  ASSERT_GT(3 * 64 * sizeof(CEntry), budget);
+  ASSERT_LE(64 * sizeof(CEntry), budget);
+  size_t accepted = 0;
+  bool ins;
+  for (uint64_t i = 0;; ++i) {
+    CEntry* e = upsert(t, mix64(i), u64key(i), &ins);
+    if (!e) break;
+    ASSERT_TRUE(ins);
+    ASSERT_LE(mem.peak(), budget);
+    ++accepted;
+    ASSERT_LT(accepted, 1000u);
+  }
+  EXPECT_EQ(accepted, 48u);  // 3/4 of 64 slots
+  size_t bytes = mem.bytes_allocated();
+  // Refusal inserts nothing and allocates nothing...
+  EXPECT_EQ(upsert(t, mix64(1000), u64key(1000), &ins), nullptr);
+  EXPECT_EQ(t.size(), 48u);
+  EXPECT_EQ(mem.bytes_allocated(), bytes);
+  // ...but existing keys are still found.
+  for (uint64_t i = 0; i < 48; ++i) {
+    CEntry* e = upsert(t, mix64(i), u64key(i), &ins);
+    ASSERT_NE(e, nullptr);
+    EXPECT_FALSE(ins);
+  }
+  EXPECT_LE(mem.peak(), budget);
+}
+
+TEST(KeyedTable, RefusesNewKeysOverBudgetArena) {
+  TrackingSource mem;
+  CTable t;
+  const size_t budget = 8192;
+  t.init(&mem, budget, false, kBytewise);
+  bool ins;
+  size_t accepted = 0;
+  std::mt19937_64 rng(3);
+  std::vector<std::string> keys;
+  for (;;) {
+    std::string k(rng() % 40, 'k');
+    k += std::to_string(keys.size());
+    CEntry* e = upsert(t, hash_of(k), k, &ins);
+    ASSERT_LE(mem.peak(), budget);
+    if (!e) {
+      // Nothing was stored: the table is unchanged.
+      EXPECT_EQ(t.size(), accepted);
+      break;
+    }
+    ASSERT_TRUE(ins);
+    keys.push_back(k);
+    ++accepted;
+  }
+  EXPECT_GT(accepted, 10u);
+  for (const std::string& k : keys) {
+    CEntry* e = upsert(t, hash_of(k), k, &ins);
+    ASSERT_NE(e, nullptr);
+    ASSERT_FALSE(ins);
+    ASSERT_EQ(str(t.key_of(*e)), k);
+  }
+}
+
+TEST(KeyedTable, EmptyTableAlwaysAcceptsOneKey) {
+  // A key larger than the whole budget (and than the arena chunk).
+  TrackingSource mem;
+  CTable t;
+  const size_t budget = 4096;
+  t.init(&mem, budget, false, kBytewise);
+  std::string big(100000, 'B');
+  bool ins;
+  CEntry* e = upsert(t, hash_of(big), big, &ins);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(ins);
+  EXPECT_GT(mem.bytes_allocated(), budget);
+  EXPECT_EQ(str(t.key_of(*e)), big);
+  // It is found again, but no second key is taken while over budget.
+  e = upsert(t, hash_of(big), big, &ins);
+  ASSERT_NE(e, nullptr);
+  EXPECT_FALSE(ins);
+  EXPECT_EQ(upsert(t, hash_of("small"), "small", &ins), nullptr);
+  EXPECT_EQ(t.size(), 1u);
+  // After clear() the table starts over within budget.
+  t.clear();
+  EXPECT_EQ(mem.bytes_allocated(), 0u);
+  e = upsert(t, hash_of("small"), "small", &ins);
+  ASSERT_NE(e, nullptr);
+  EXPECT_LE(mem.bytes_allocated(), budget);
+
+  // Inline keys with a budget too small for even the initial slot array.
+  TrackingSource mem2;
+  CTable t2;
+  t2.init(&mem2, 16, true, kBytewise);
+  e = upsert(t2, mix64(1), u64key(1), &ins);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(ins);
+}
+
+// Regression test (fixed): "the table never holds more than its budget
+// unless it holds a single key" fails for budgets below the first slot array
+// plus one arena chunk (64 * sizeof(Entry) + 1024 bytes, ~3 KiB): the empty
+// table's first insert allocates past the budget, and later keys that need no
+// new allocation are accepted. Irrelevant for work_mem-sized budgets (>= 64
+// KiB). Suggested fix, at the top of the new-key path of find_or_insert:
+//   if (count_ > 0 && src_->bytes_allocated() > budget_) return nullptr;
+TEST(KeyedTable, TinyBudgetHoldsOnlyOneKeyOverBudget) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1024, true, kBytewise);
+  bool ins;
+  ASSERT_NE(upsert(t, mix64(1), u64key(1), &ins), nullptr);
+  ASSERT_GT(mem.bytes_allocated(), 1024u);
+  EXPECT_EQ(upsert(t, mix64(2), u64key(2), &ins), nullptr);
+  EXPECT_EQ(t.size(), 1u);
+}
+
+TEST(KeyedTable, PackSortedByHash) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 22, false, kBytewise);
+  std::mt19937_64 rng(77);
+  std::map<std::string, int64_t> expect;
+  bool ins;
+  for (int i = 0; i < 5000; ++i) {
+    std::string k = "p" + std::to_string(rng() % 3000);
+    // A few deliberate hash collisions among distinct keys too.
+    uint64_t h = (rng() % 10 == 0) ? 12345 : hash_of(k);
+    if (h == 12345) k = "coll" + k;
+    CEntry* e = upsert(t, h, k, &ins);
+    ASSERT_NE(e, nullptr);
+    e->state.add_one();
+    ++expect[k];
+  }
+  size_t n = t.size();
+  ASSERT_EQ(n, expect.size());
+  CEntry* es = t.pack(true);
+  ASSERT_NE(es, nullptr);
+  std::map<std::string, int64_t> got;
+  for (size_t i = 0; i < n; ++i) {
+    if (i) {
+      ASSERT_LE(es[i - 1].hash, es[i].hash) << i;
+    }
+    std::string k = str(t.key_of(es[i]));
+    ASSERT_EQ(es[i].hash, k.rfind("coll", 0) == 0 ? 12345 : hash_of(k));
+    ASSERT_TRUE(got.emplace(k, es[i].state.n).second);
+  }
+  EXPECT_EQ(got, expect);
+  t.clear();
+  EXPECT_EQ(mem.bytes_allocated(), 0u);
+}
+
+TEST(KeyedTable, PackUnsortedKeepsAllEntries) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 22, true, kBytewise);
+  bool ins;
+  for (uint64_t i = 0; i < 1000; ++i) upsert(t, mix64(i), u64key(i), &ins)->state.n = static_cast<int64_t>(i);
+  CEntry* es = t.pack(false);
+  std::set<int64_t> seen;
+  for (size_t i = 0; i < t.size(); ++i) {
+    ASSERT_NE(es[i].key_len, CTable::kEmpty);
+    uint64_t v;
+    std::memcpy(&v, t.key_of(es[i]).data, 8);
+    ASSERT_EQ(es[i].state.n, static_cast<int64_t>(v));
+    seen.insert(es[i].state.n);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
+  // An unused table packs to nothing.
+  TrackingSource mem2;
+  CTable t2;
+  t2.init(&mem2, 1 << 20, true, kBytewise);
+  EXPECT_EQ(t2.pack(true), nullptr);
+  EXPECT_EQ(t2.size(), 0u);
+}
+
+TEST(KeyedTable, BadAllocDuringGrowthLeavesTableIntact) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 24, true, kBytewise);
+  bool ins;
+  for (uint64_t i = 0; i < 48; ++i) upsert(t, mix64(i), u64key(i), &ins)->state.n = 1;
+  size_t bytes = mem.bytes_allocated();
+  mem.fail_after(0);  // the next allocation (the doubling) fails
+  EXPECT_THROW(upsert(t, mix64(48), u64key(48), &ins), std::bad_alloc);
+  EXPECT_EQ(t.size(), 48u);
+  EXPECT_EQ(mem.bytes_allocated(), bytes);
+  for (uint64_t i = 0; i < 48; ++i) {
+    CEntry* e = upsert(t, mix64(i), u64key(i), &ins);  // lookups allocate nothing
+    ASSERT_NE(e, nullptr);
+    EXPECT_FALSE(ins);
+  }
+  mem.fail_after(-1);
+  for (uint64_t i = 48; i < 500; ++i) {
+    CEntry* e = upsert(t, mix64(i), u64key(i), &ins);
+    ASSERT_NE(e, nullptr);
+    ASSERT_TRUE(ins);
+  }
+  EXPECT_EQ(t.size(), 500u);
+
+  // Arena allocation failing for a new key.
+  TrackingSource mem2;
+  CTable t2;
+  t2.init(&mem2, 1 << 24, false, kBytewise);
+  std::string k1(10, 'a'), k2(200000, 'b');
+  upsert(t2, hash_of(k1), k1, &ins);
+  mem2.fail_after(0);
+  EXPECT_THROW(upsert(t2, hash_of(k2), k2, &ins), std::bad_alloc);
+  EXPECT_EQ(t2.size(), 1u);
+  mem2.fail_after(-1);
+  CEntry* e = upsert(t2, hash_of(k2), k2, &ins);
+  EXPECT_TRUE(ins);
+  EXPECT_EQ(str(t2.key_of(*e)), k2);
+}
+
+TEST(ChunkArena, BumpsWithinChunksAndGivesBigRequestsTheirOwn) {
+  TrackingSource mem;
+  ChunkArena a;
+  a.init(&mem, 1024);
+  uint8_t* p1 = a.allocate(3);
+  uint8_t* p2 = a.allocate(8);
+  EXPECT_EQ(p2 - p1, 8);  // rounded up to 8
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p1) % 8, 0u);
+  EXPECT_EQ(mem.bytes_allocated(), 1024u);
+  // A request above chunk/4 still bumps while it fits in the current chunk...
+  uint8_t* p3 = a.allocate(300);
+  EXPECT_EQ(p3 - p2, 8);
+  EXPECT_EQ(mem.bytes_allocated(), 1024u);
+  // ...and when it does not fit it gets an exact-size block of its own, while
+  // the current chunk keeps serving small requests.
+  uint8_t* big = a.allocate(800);
+  EXPECT_NE(big, nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 1024u + 800u);
+  uint8_t* p4 = a.allocate(8);
+  EXPECT_EQ(p4 - p3, 304);
+  // A small request that does not fit takes a new chunk: 1024 - 328 = 696 left.
+  a.allocate(600);
+  EXPECT_EQ(mem.bytes_allocated(), 1824u);
+  a.allocate(200);  // 96 left < 200 <= chunk/4
+  EXPECT_EQ(mem.bytes_allocated(), 2848u);
+  // allocate_within bumps regardless of the limit (no new memory)...
+  EXPECT_NE(a.allocate_within(800, 0), nullptr);
+  EXPECT_NE(a.allocate_within(24, 0), nullptr);  // chunk now exactly full
+  // ...and takes a new chunk only if the source stays within the limit.
+  EXPECT_EQ(a.allocate_within(8, 2848 + 1023), nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 2848u);
+  EXPECT_NE(a.allocate_within(8, 2848 + 1024), nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 3872u);
+  EXPECT_EQ(a.allocate_within(5000, 3872 + 4999), nullptr);
+  EXPECT_NE(a.allocate_within(5000, 3872 + 5000), nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 8872u);
+  a.forget();
+  mem.release_all();
+  EXPECT_EQ(mem.bytes_allocated(), 0u);
+}
