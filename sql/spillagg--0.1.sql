@@ -3,7 +3,9 @@
 
 -- Transition states are internal (a spilling hash table); final functions
 -- consume them (FINALFUNC_MODIFY = READ_WRITE), so the aggregates are not
--- usable as window functions. Every aggregate has the same combine,
+-- usable as window functions. SSPACE is what one group costs the planner's
+-- hash aggregate: the ~400-byte state; the tables of all groups together
+-- are bounded by spillagg.work_mem, outside the hash table's memory. Every aggregate has the same combine,
 -- serialize and deserialize functions, so parallel query can split it.
 
 CREATE FUNCTION spillagg_combine(internal, internal)
@@ -34,6 +36,7 @@ IS 'final function of count_distinct: merges spilled runs and counts the keys';
 CREATE AGGREGATE count_distinct(anyelement) (
     SFUNC = spillagg_count_distinct_transfn,
     STYPE = internal,
+    SSPACE = 1024,
     FINALFUNC = spillagg_count_distinct_finalfn,
     FINALFUNC_MODIFY = READ_WRITE,
     COMBINEFUNC = spillagg_combine,
@@ -57,6 +60,7 @@ IS 'final function of count_map: merges spilled runs into a jsonb {key: count}';
 CREATE AGGREGATE count_map(anyelement) (
     SFUNC = spillagg_count_map_transfn,
     STYPE = internal,
+    SSPACE = 1024,
     FINALFUNC = spillagg_count_map_finalfn,
     FINALFUNC_MODIFY = READ_WRITE,
     COMBINEFUNC = spillagg_combine,
@@ -70,6 +74,7 @@ IS 'jsonb {key: number of rows} over the non-NULL keys, in bounded memory';
 CREATE AGGREGATE histogram(anyelement) (
     SFUNC = spillagg_count_map_transfn,
     STYPE = internal,
+    SSPACE = 1024,
     FINALFUNC = spillagg_count_map_finalfn,
     FINALFUNC_MODIFY = READ_WRITE,
     COMBINEFUNC = spillagg_combine,
@@ -142,7 +147,7 @@ BEGIN
     ) AS a(name, trans, final, builtin) LOOP
         FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric'] LOOP
             EXECUTE format('CREATE AGGREGATE %s(anyelement, %s) (
-                                SFUNC = spillagg_%s_transfn, STYPE = internal,
+                                SFUNC = spillagg_%s_transfn, STYPE = internal, SSPACE = 1024,
                                 FINALFUNC = spillagg_%s_finalfn, FINALFUNC_MODIFY = READ_WRITE,
                                 COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
                                 DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE)',
@@ -167,6 +172,7 @@ IS 'final function of top_k: streams the merged counts through a heap of the k b
 CREATE AGGREGATE top_k(anyelement, integer) (
     SFUNC = spillagg_top_k_transfn,
     STYPE = internal,
+    SSPACE = 1024,
     FINALFUNC = spillagg_top_k_finalfn,
     FINALFUNC_EXTRA,
     FINALFUNC_MODIFY = READ_WRITE,
@@ -177,3 +183,123 @@ CREATE AGGREGATE top_k(anyelement, integer) (
 );
 COMMENT ON AGGREGATE top_k(anyelement, integer)
 IS 'the k most frequent non-NULL keys, most frequent first, ties by key order; exact, in bounded memory';
+
+-- Two-step aggregation: *_state aggregates store a state, rollup() merges
+-- stored states, *_final functions finish one. A spillagg_state is the
+-- serialized state (versioned header, key type, every key with its merged
+-- state); its text form is bytea's hex form. Input is validated.
+
+CREATE TYPE spillagg_state;
+
+CREATE FUNCTION spillagg_state_in(cstring) RETURNS spillagg_state
+AS 'MODULE_PATHNAME' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_state_in(cstring) IS 'input function of spillagg_state (hex, validated)';
+
+CREATE FUNCTION spillagg_state_out(spillagg_state) RETURNS cstring
+AS 'MODULE_PATHNAME' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_state_out(spillagg_state) IS 'output function of spillagg_state (hex)';
+
+CREATE FUNCTION spillagg_state_recv(internal) RETURNS spillagg_state
+AS 'MODULE_PATHNAME' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_state_recv(internal) IS 'binary input function of spillagg_state (validated)';
+
+CREATE FUNCTION spillagg_state_send(spillagg_state) RETURNS bytea
+AS 'MODULE_PATHNAME' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_state_send(spillagg_state) IS 'binary output function of spillagg_state';
+
+CREATE TYPE spillagg_state (
+    INPUT = spillagg_state_in, OUTPUT = spillagg_state_out,
+    RECEIVE = spillagg_state_recv, SEND = spillagg_state_send,
+    INTERNALLENGTH = VARIABLE, STORAGE = extended
+);
+COMMENT ON TYPE spillagg_state IS 'a stored spillagg aggregate state: every key with its mergeable state';
+
+CREATE FUNCTION spillagg_to_state(internal) RETURNS spillagg_state
+AS 'MODULE_PATHNAME', 'spillagg_serialize' LANGUAGE C STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_to_state(internal) IS 'final function of the *_state aggregates and rollup';
+
+CREATE FUNCTION spillagg_rollup_transfn(internal, spillagg_state) RETURNS internal
+AS 'MODULE_PATHNAME' LANGUAGE C CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION spillagg_rollup_transfn(internal, spillagg_state)
+IS 'transition function of rollup: merges a stored state key by key';
+
+CREATE AGGREGATE rollup(spillagg_state) (
+    SFUNC = spillagg_rollup_transfn, STYPE = internal, SSPACE = 1024,
+    FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE rollup(spillagg_state)
+IS 'merges stored states of one kind (e.g. per-day states into a month) into one spillagg_state';
+
+CREATE AGGREGATE count_distinct_state(anyelement) (
+    SFUNC = spillagg_count_distinct_transfn, STYPE = internal, SSPACE = 1024,
+    FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE count_distinct_state(anyelement) IS 'count_distinct as a stored state (finish with count_distinct_final)';
+
+CREATE AGGREGATE count_map_state(anyelement) (
+    SFUNC = spillagg_count_map_transfn, STYPE = internal, SSPACE = 1024,
+    FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE count_map_state(anyelement) IS 'count_map / histogram as a stored state (finish with count_map_final)';
+
+CREATE AGGREGATE top_k_state(anyelement, integer) (
+    SFUNC = spillagg_top_k_transfn, STYPE = internal, SSPACE = 1024,
+    FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE top_k_state(anyelement, integer) IS 'top_k as a stored state of all counts (finish with top_k_final)';
+
+CREATE FUNCTION count_distinct_final(spillagg_state) RETURNS bigint
+AS 'MODULE_PATHNAME', 'spillagg_count_distinct_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION count_distinct_final(spillagg_state) IS 'number of distinct keys in a stored state (of any kind)';
+
+CREATE FUNCTION count_map_final(spillagg_state) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION count_map_final(spillagg_state) IS 'count_map''s result from a count_map_state or top_k_state';
+
+CREATE FUNCTION histogram_final(spillagg_state) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION histogram_final(spillagg_state) IS 'alias of count_map_final';
+
+CREATE FUNCTION top_k_final(spillagg_state, anyelement) RETURNS anyarray
+AS 'MODULE_PATHNAME', 'spillagg_top_k_finalfn' LANGUAGE C CALLED ON NULL INPUT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION top_k_final(spillagg_state, anyelement)
+IS 'top_k''s result from a top_k_state; the second argument names the key type, e.g. NULL::text';
+
+DO $$
+DECLARE
+    agg record;
+    vt text;
+BEGIN
+    FOR agg IN SELECT * FROM (VALUES
+        ('sum_map', 'sum', 'sum'), ('avg_map', 'sum', 'avg'), ('min_map', 'min', 'min'),
+        ('max_map', 'max', 'max'), ('variance_map', 'moments', 'var_samp'),
+        ('var_samp_map', 'moments', 'var_samp'), ('var_pop_map', 'moments', 'var_pop'),
+        ('stddev_map', 'moments', 'stddev_samp'), ('stddev_samp_map', 'moments', 'stddev_samp'),
+        ('stddev_pop_map', 'moments', 'stddev_pop')
+    ) AS a(name, trans, final) LOOP
+        FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric'] LOOP
+            EXECUTE format('CREATE AGGREGATE %s_state(anyelement, %s) (
+                                SFUNC = spillagg_%s_transfn, STYPE = internal, SSPACE = 1024,
+                                FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
+                                COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+                                DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE)',
+                           agg.name, vt, agg.trans);
+            EXECUTE format('COMMENT ON AGGREGATE %s_state(anyelement, %s) IS %L', agg.name, vt,
+                           agg.name || ' as a stored state (finish with ' || agg.name || '_final)');
+        END LOOP;
+        EXECUTE format('CREATE FUNCTION %s_final(spillagg_state) RETURNS jsonb
+                        AS %L, %L LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE',
+                       agg.name, 'MODULE_PATHNAME', 'spillagg_' || agg.final || '_finalfn');
+        EXECUTE format('COMMENT ON FUNCTION %s_final(spillagg_state) IS %L', agg.name,
+                       agg.name || '''s result from a stored state');
+    END LOOP;
+END
+$$;

@@ -44,7 +44,7 @@ class KeyedTable {
     State state;
   };
   static constexpr uint32_t kEmpty = UINT32_MAX;
-  static constexpr size_t kMinSlots = 64;
+  static constexpr size_t kMinSlots = 16;  // small: a GROUP BY may hold thousands
 
   // inline_keys: every key has at most 8 bytes and bytewise equality.
   // eq.equal == nullptr means bytewise equality.
@@ -104,6 +104,11 @@ class KeyedTable {
     ++count_;
     *inserted = true;
     return &e;
+  }
+
+  // What the first insert into an empty table allocates.
+  size_t first_insert_bytes(uint32_t key_len) const {
+    return kMinSlots * sizeof(Entry) + (inline_keys_ ? 0 : arena_.next_chunk_bytes(key_len));
   }
 
   KeyView key_of(const Entry& e) const {

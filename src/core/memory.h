@@ -28,15 +28,28 @@ inline size_t align8(size_t n) { return (n + 7) & ~static_cast<size_t>(7); }
 
 // Bump allocator for key bytes: keys are never freed one by one, only all at
 // once when the table spills, so per-key allocation headers would be waste.
+// Chunks start small and double up to chunk_bytes, so the thousands of tiny
+// tables of a GROUP BY with many groups stay tiny.
 class ChunkArena {
  public:
+  static constexpr size_t kFirstChunk = 256;
+
   void init(MemorySource* src, size_t chunk_bytes) {
     src_ = src;
-    chunk_bytes_ = chunk_bytes;
+    max_chunk_ = chunk_bytes;
     forget();
   }
   // Drop all chunks without freeing them (the caller resets the source).
-  void forget() { cur_ = end_ = nullptr; }
+  void forget() {
+    cur_ = end_ = nullptr;
+    chunk_bytes_ = kFirstChunk < max_chunk_ ? kFirstChunk : max_chunk_;
+  }
+
+  // Size of the chunk the next allocation of n bytes would take.
+  size_t next_chunk_bytes(size_t n) const {
+    n = align8(n ? n : 1);
+    return n > chunk_bytes_ / 4 ? n : chunk_bytes_;
+  }
 
   // Like allocate(), but returns nullptr instead of taking a new chunk when
   // that would push the source past `limit` bytes.
@@ -64,10 +77,12 @@ class ChunkArena {
     if (chunk == n) return c;  // an oversized key gets a chunk of its own
     cur_ = c + n;
     end_ = c + chunk;
+    if (chunk_bytes_ < max_chunk_) chunk_bytes_ = chunk_bytes_ * 2 < max_chunk_ ? chunk_bytes_ * 2 : max_chunk_;
     return c;
   }
 
   MemorySource* src_ = nullptr;
+  size_t max_chunk_ = 0;
   size_t chunk_bytes_ = 0;
   uint8_t* cur_ = nullptr;
   uint8_t* end_ = nullptr;

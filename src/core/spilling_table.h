@@ -19,6 +19,14 @@
 
 namespace spillagg {
 
+// Called when the table is full, in place of spilling this table: the owner
+// of several tables sharing one budget spills the largest of them (which may
+// be this one) and returns; upsert() then tries again.
+struct RoomMaker {
+  void (*make_room)(void* ctx);
+  void* ctx;
+};
+
 struct SpillStats {
   uint64_t spills = 0;         // times the table was written out
   uint64_t runs = 0;           // runs written, including merge passes
@@ -29,7 +37,8 @@ struct SpillStats {
 
 constexpr size_t kRecordHeaderMax = 10 + 10 + 8;
 constexpr size_t kStateMax = 256;  // bound on State::encode output
-constexpr size_t kIoChunk = 8192;  // our own read/write buffering
+constexpr size_t kIoChunk = 8192;    // write buffering (on the stack)
+constexpr size_t kReadChunk = 2048;  // a reader's own buffer; grows for larger records
 
 // Writes one record in the run format (also the serialized-state format).
 template <class State>
@@ -87,7 +96,7 @@ class RunReader {
     run_ = run;
     left_ = records;
     mem_ = mem;
-    cap_ = kIoChunk;
+    cap_ = kReadChunk;
     buf_ = static_cast<uint8_t*>(mem->allocate(cap_));
     pos_ = len_ = 0;
   }
@@ -156,19 +165,33 @@ class SpillingTable {
     store_ = store;
     eq_ = eq;
     table_.init(table_mem, budget, inline_keys, eq);
+    room_ = RoomMaker{nullptr, nullptr};
+    merge_budget_ = budget;
     runs_ = nullptr;
     nruns_ = runs_cap_ = 0;
     stats_ = SpillStats{};
     merge_ = nullptr;
   }
 
-  // The state for key, created empty if new; spills first when full.
+  void set_room_maker(RoomMaker r) { room_ = r; }
+  // Memory the final merge may use for its readers (default: the budget).
+  void set_merge_budget(size_t bytes) { merge_budget_ = bytes; }
+
+  // The state for key, created empty if new; makes room first when full
+  // (an empty table always accepts, so this ends).
   State& upsert(uint64_t hash, KeyView key) {
     bool inserted;
+    // An empty table always takes its first key; if that would pass a
+    // shared budget, let the owner make room elsewhere first.
+    if (room_.make_room && table_.empty() &&
+        table_.bytes_allocated() + table_.first_insert_bytes(key.len) > table_.budget())
+      room_.make_room(room_.ctx);
     Entry* e = table_.find_or_insert(hash, key, &inserted);
-    if (!e) {
-      spill();
+    while (!e) {
+      if (room_.make_room && !table_.empty()) room_.make_room(room_.ctx);
+      else spill();
       e = table_.find_or_insert(hash, key, &inserted);
+      if (!e && room_.make_room) spill();  // room was made elsewhere but not enough
     }
     if (inserted) note_peak();
     return e->state;
@@ -199,6 +222,14 @@ class SpillingTable {
     store_->spilled(n, sink.bytes());
   }
 
+  // Frees the table and destroys every run: the state is no longer needed.
+  void discard() {
+    for (size_t i = 0; i < nruns_; ++i) store_->destroy_run(runs_[i].run);
+    nruns_ = 0;
+    merge_ = nullptr;
+    table_.clear();
+  }
+
   size_t size_in_memory() const { return table_.size(); }
   size_t run_count() const { return nruns_; }
   bool spilled() const { return nruns_ > 0; }
@@ -218,9 +249,9 @@ class SpillingTable {
     if (!table_.empty()) spill();
     table_.clear();
     // Readers share the budget with the merge's own fixed buffers.
-    size_t per_reader = store_->read_buffer_bytes() + kIoChunk + sizeof(RunReader<State>) + sizeof(uint32_t);
-    size_t fixed = kIoChunk + sizeof(Merge) + 16 * sizeof(typename Merge::Member);
-    size_t budget = table_.budget();
+    size_t per_reader = store_->read_buffer_bytes() + kReadChunk + sizeof(RunReader<State>) + sizeof(uint32_t);
+    size_t fixed = kReadChunk + sizeof(Merge) + 16 * sizeof(typename Merge::Member);
+    size_t budget = merge_budget_;
     size_t fan_in = std::max<size_t>(4, budget > fixed ? (budget - fixed) / per_reader : 0);
     while (nruns_ > fan_in) merge_pass(fan_in);
     open_merge(0, nruns_);
@@ -257,7 +288,7 @@ class SpillingTable {
       }
       group_cap_ = 16;
       group_ = static_cast<Member*>(mem->allocate(group_cap_ * sizeof(Member)));
-      keys_cap_ = kIoChunk;
+      keys_cap_ = kReadChunk;
       keys_ = static_cast<uint8_t*>(mem->allocate(keys_cap_));
       ngroup_ = emitted_ = 0;
       since_check_ = 0;
@@ -434,6 +465,8 @@ class SpillingTable {
   RunStore* store_;
   KeyEquality eq_;
   Table table_;
+  RoomMaker room_;
+  size_t merge_budget_;
   RunInfo* runs_;
   size_t nruns_, runs_cap_;
   SpillStats stats_;

@@ -70,6 +70,8 @@ inline void run_core(F&& f, int corrupt_sqlstate = ERRCODE_DATA_CORRUPTED) {
     keep(ERRCODE_OUT_OF_MEMORY, "out of memory");
   } catch (const CorruptData& e) {
     keep(corrupt_sqlstate, e.what());
+    if (corrupt_sqlstate == ERRCODE_INVALID_BINARY_REPRESENTATION)
+      std::snprintf(message, sizeof message, "invalid spillagg state: %s", e.what());
   } catch (const std::overflow_error& e) {
     keep(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, e.what());
   } catch (const std::exception& e) {

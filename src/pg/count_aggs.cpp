@@ -1,7 +1,8 @@
-// count_distinct(anyelement) and count_map(anyelement) / histogram.
+// count_distinct(anyelement) and count_map(anyelement) / histogram, and
+// their finalizers of stored states.
 #include "postgres_api.h"
 
-#include "keyed_agg.h"
+#include "stored_state.h"
 
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_count_distinct_transfn);
@@ -21,18 +22,23 @@ Datum spillagg_count_distinct_transfn(PG_FUNCTION_ARGS) {
   PG_RETURN_POINTER(s);
 }
 
+// Also count_distinct_final(spillagg_state): the number of keys of a stored
+// state of any kind.
 Datum spillagg_count_distinct_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_INT64(0);
-  DistinctAgg* s = reinterpret_cast<DistinctAgg*>(PG_GETARG_POINTER(0));
-  int64 n = 0;
-  run_core([&] {
-    s->finish();
-    uint64 h;
+  KeyedAggHeader* h = state_argument(fcinfo);
+  uint8 tag = h->serialized ? h->state_tag : Presence::kTag;
+  return with_state_type(tag, [&](auto t) -> Datum {
+    using State = typename decltype(t)::type;
+    KeyStream<State> keys(fcinfo, h, "count_distinct_final");
+    int64 n = 0;
+    uint64 hash;
     KeyView k;
-    Presence p;
-    while (s->table.next(&h, &k, &p)) ++n;
+    State st;
+    while (keys.next(&hash, &k, &st)) ++n;
+    keys.close();
+    PG_RETURN_INT64(n);
   });
-  PG_RETURN_INT64(n);
 }
 
 Datum spillagg_count_map_transfn(PG_FUNCTION_ARGS) {
@@ -43,11 +49,11 @@ Datum spillagg_count_map_transfn(PG_FUNCTION_ARGS) {
 
 Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  Datum map = build_json_map(reinterpret_cast<CountAgg*>(PG_GETARG_POINTER(0)),
-                             [](const Count& c, JsonbValue* v) {
-                               v->type = jbvNumeric;
-                               v->val.numeric = int64_to_numeric(c.n);
-                             });
+  KeyStream<Count> keys(fcinfo, state_argument(fcinfo), "count_map_final");
+  Datum map = build_json_map(keys, [](const Count& c, JsonbValue* v) {
+    v->type = jbvNumeric;
+    v->val.numeric = int64_to_numeric(c.n);
+  });
   if (!map) PG_RETURN_NULL();
   PG_RETURN_DATUM(map);
 }

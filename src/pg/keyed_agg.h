@@ -1,11 +1,13 @@
 // The transition state shared by every spillagg aggregate: a SpillingTable
-// of State per key, living in the aggregate's memory context.
+// of State per key.
 //
-// Memory: one context per state ("spillagg state": this struct, the run list
-// and the temp-file tape set) with a child ("spillagg table") that holds the
-// hash table and is reset at every spill. Nothing here has a destructor, so
-// an ERROR may abandon it at any point; the shutdown callback closes the temp
-// file on the normal path and the resource owner on the error path.
+// Memory: the KeyedAgg itself and its run list live in the aggregate's
+// context; its hash table lives in the query's "spillagg tables" context,
+// charged to the query's budget (query_budget.h), and is freed as soon as
+// the table spills or the state is finalized. Nothing here has a destructor,
+// so an ERROR may abandon it at any point: the query context then goes, and
+// the resource owner closes the temp file. On the normal path the shutdown
+// callback frees the table and runs, and the last state closes the file.
 #pragma once
 
 #include "postgres_api.h"
@@ -16,9 +18,9 @@
 #include "boundary.h"
 #include "key_type.h"
 #include "pg_memory.h"
+#include "query_budget.h"
 #include "spilling_table.h"
 #include "states.h"
-#include "tape_store.h"
 
 namespace spillagg {
 
@@ -26,8 +28,6 @@ size_t budget_bytes();  // spillagg.work_mem, resolved (module.cpp)
 
 // The key type of the aggregate call site, cached in fn_extra.
 KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno);
-
-void close_tape_store(Datum store);  // shutdown callback
 
 // The part of every state that does not depend on State, so a final
 // function can read value_type before knowing which State it holds.
@@ -41,10 +41,12 @@ struct KeyedAggHeader {
 
 template <class State>
 struct KeyedAgg : KeyedAggHeader {
-  ContextMemory table_mem;
-  ContextMemory meta_mem;
-  TapeStore store;
+  QueryBudget* budget;
+  SpillCandidate candidate;
+  TrackedMemory table_mem;
+  ContextMemory meta_mem;  // the aggregate context: never release_all()ed by the core
   SpillingTable<State> table;
+  bool discarded;
 
   // The state in argument 0, created on the first call. PostgreSQL ERRORs
   // only; call outside run_core.
@@ -57,23 +59,27 @@ struct KeyedAgg : KeyedAggHeader {
     return create(fcinfo, aggcxt, call_site_key_type(fcinfo, key_argno), value_type, 0);
   }
 
-  // A new, empty state in aggcxt. PostgreSQL ERRORs only.
+  // A new, empty state in aggcxt, registered with the query's budget.
+  // PostgreSQL ERRORs only.
   static KeyedAgg* create(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyType* kt,
                           Oid value_type, int32 limit) {
-    MemoryContext own = AllocSetContextCreate(aggcxt, "spillagg state", ALLOCSET_SMALL_SIZES);
-    MemoryContext tab = AllocSetContextCreate(own, "spillagg table", ALLOCSET_SMALL_SIZES);
-    KeyedAgg* s = new (MemoryContextAllocZero(own, sizeof(KeyedAgg))) KeyedAgg();
+    QueryBudget* qb = QueryBudget::of(fcinfo->flinfo->fn_mcxt);
+    KeyedAgg* s = new (MemoryContextAllocZero(aggcxt, sizeof(KeyedAgg))) KeyedAgg();
     s->key = kt;
     s->value_type = value_type;
     s->limit = limit;
     s->state_tag = State::kTag;
     s->serialized = false;
-    s->table_mem.init(tab);
-    s->meta_mem.init(own);
-    s->store.init(own);
-    s->table.init(&s->table_mem, &s->meta_mem, &s->store, budget_bytes(), kt->inline_keys(),
+    s->budget = qb;
+    s->candidate = SpillCandidate{nullptr, nullptr, s, &spill_now, 0};
+    s->table_mem.init(qb, &s->candidate);
+    s->meta_mem.init(aggcxt);
+    s->table.init(&s->table_mem, &s->meta_mem, &qb->tapes, qb->limit, kt->inline_keys(),
                   kt->equality());
-    AggRegisterCallback(fcinfo, close_tape_store, PointerGetDatum(&s->store));
+    s->table.set_room_maker(RoomMaker{make_room_for_query, qb});
+    s->discarded = false;
+    qb->add_state(&s->candidate);
+    AggRegisterCallback(fcinfo, shutdown, PointerGetDatum(s));
     backend_stats.states++;
     return s;
   }
@@ -88,45 +94,35 @@ struct KeyedAgg : KeyedAggHeader {
     run_core([&] { update(table.upsert(h, k)); });
   }
 
-  // Starts the final pass over all distinct keys (inside run_core).
+  // Starts the final pass over all distinct keys (inside run_core). The
+  // state leaves the spill list; if it must merge runs, the other states
+  // first spill down to half the budget, and the merge gets the other half.
   void finish() {
+    budget->retire(&candidate);
+    if (table.spilled()) {
+      budget->make_room(budget->limit / 2);
+      table.set_merge_budget(budget->limit / 2);
+    }
     table.finish();
-    backend_stats.peak_bytes = Max(backend_stats.peak_bytes, table.stats().peak_bytes);
+    backend_stats.peak_bytes = Max(backend_stats.peak_bytes, budget->peak);
+  }
+
+  // Frees the table and the runs once the state has been consumed (final,
+  // serial and combine functions). Call outside run_core.
+  void release() {
+    run_core([&] { table.discard(); });
+    discarded = true;
+  }
+
+ private:
+  static void spill_now(void* self) { static_cast<KeyedAgg*>(self)->table.spill(); }
+
+  // Aggregate shutdown (normal path only: end of group, rescan, end of query).
+  static void shutdown(Datum arg) {
+    KeyedAgg* s = reinterpret_cast<KeyedAgg*>(DatumGetPointer(arg));
+    if (!s->discarded) s->release();
+    s->budget->remove_state(&s->candidate);
   }
 };
-
-}  // namespace spillagg
-
-namespace spillagg {
-
-// The final step of the map aggregates: a jsonb object {key text: value}
-// over every distinct key. value_of(state, &jsonb_value) runs outside C++
-// exception scope and may call PostgreSQL. NULL when there are no keys.
-template <class State, class ValueOf>
-Datum build_json_map(KeyedAgg<State>* s, ValueOf&& value_of) {
-  run_core([&] { s->finish(); });
-  JsonbParseState* parse = nullptr;
-  pushJsonbValue(&parse, WJB_BEGIN_OBJECT, nullptr);
-  bool any = false;
-  for (;;) {
-    bool more = false;
-    uint64 h;
-    KeyView k;
-    State st;
-    run_core([&] { more = s->table.next(&h, &k, &st); });
-    if (!more) break;
-    any = true;
-    char* text = s->key->output(k);
-    JsonbValue key, value;
-    key.type = jbvString;
-    key.val.string.val = text;
-    key.val.string.len = static_cast<int>(strlen(text));
-    value_of(st, &value);
-    pushJsonbValue(&parse, WJB_KEY, &key);
-    pushJsonbValue(&parse, WJB_VALUE, &value);
-  }
-  if (!any) return (Datum)0;
-  return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&parse, WJB_END_OBJECT, nullptr)));
-}
 
 }  // namespace spillagg

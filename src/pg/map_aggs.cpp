@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "json_values.h"
-#include "keyed_agg.h"
+#include "stored_state.h"
 
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_sum_transfn);
@@ -128,9 +128,6 @@ Oid value_type(FunctionCallInfo fcinfo) {
   return get_fn_expr_argtype(fcinfo->flinfo, 2);
 }
 
-Oid value_type_of_state(FunctionCallInfo fcinfo) {
-  return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0))->value_type;
-}
 
 // Transition: a row with a NULL value still registers its key (whose value
 // stays NULL if no other row brings one), as GROUP BY key would.
@@ -145,13 +142,22 @@ Datum map_transfn(FunctionCallInfo fcinfo, Value (*get)(Oid, Datum)) {
   PG_RETURN_POINTER(s);
 }
 
+// The state argument of a map final function; a stored state must come
+// from a map aggregate (it names its value type).
+KeyedAggHeader* map_state_argument(FunctionCallInfo fcinfo, const char* name) {
+  KeyedAggHeader* h = state_argument(fcinfo);
+  if (h->serialized && !OidIsValid(h->value_type)) wrong_state_kind(name);
+  return h;
+}
+
+// The final step over an aggregate's state or a stored spillagg_state (h).
 template <class State, class ValueOf>
-Datum map_finalfn(FunctionCallInfo fcinfo, ValueOf&& value_of) {
-  Datum map = build_json_map(reinterpret_cast<KeyedAgg<State>*>(PG_GETARG_POINTER(0)),
-                             [&](const State& st, JsonbValue* v) {
-                               if (st.n == 0) json_null(v);
-                               else value_of(st, v);
-                             });
+Datum map_finalfn(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* name, ValueOf&& value_of) {
+  KeyStream<State> keys(fcinfo, h, name);
+  Datum map = build_json_map(keys, [&](const State& st, JsonbValue* v) {
+    if (st.n == 0) json_null(v);
+    else value_of(st, v);
+  });
   if (!map) PG_RETURN_NULL();
   PG_RETURN_DATUM(map);
 }
@@ -225,24 +231,25 @@ bool float_moments_result(const FloatMoments& m, bool sample, bool root, JsonbVa
   return true;
 }
 
-Datum moments_finalfn(FunctionCallInfo fcinfo, bool sample, bool root) {
+Datum moments_finalfn(FunctionCallInfo fcinfo, const char* name, bool sample, bool root) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  ValueKind kind = kind_of(value_type_of_state(fcinfo));
+  KeyedAggHeader* h = map_state_argument(fcinfo, name);
+  ValueKind kind = kind_of(h->value_type);
   if (kind == ValueKind::Int)
-    return map_finalfn<IntMoments>(fcinfo, [&](const IntMoments& m, JsonbValue* v) {
+    return map_finalfn<IntMoments>(fcinfo, h, name, [&](const IntMoments& m, JsonbValue* v) {
       char buf[kDecimalBuf];
       to_decimal(m.sumsq, buf);
       if (!moments_result(m.n, numeric_of(m.sum), numeric_from_text(buf), sample, root, v)) json_null(v);
     });
   if (kind == ValueKind::Numeric)
-    return map_finalfn<NumericMoments>(fcinfo, [&](const NumericMoments& m, JsonbValue* v) {
+    return map_finalfn<NumericMoments>(fcinfo, h, name, [&](const NumericMoments& m, JsonbValue* v) {
       // After the NULL cases (counting every value), any NaN or infinity
       // makes the variance NaN, as numeric_stddev_internal decides.
       if (m.kinds.special() && !(sample && m.kinds.n <= 1)) return json_number_text(pstrdup("NaN"), v);
       if (!moments_result(m.kinds.finite(), numeric_of(m.sum), numeric_of(m.sumsq), sample, root, v))
         json_null(v);
     });
-  return map_finalfn<FloatMoments>(fcinfo, [&](const FloatMoments& m, JsonbValue* v) {
+  return map_finalfn<FloatMoments>(fcinfo, h, name, [&](const FloatMoments& m, JsonbValue* v) {
     if (!float_moments_result(m, sample, root, v)) json_null(v);
   });
 }
@@ -260,14 +267,16 @@ Datum extreme_transfn(FunctionCallInfo fcinfo) {
 template <bool kMax>
 Datum extreme_finalfn(FunctionCallInfo fcinfo) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  Oid type = value_type_of_state(fcinfo);
+  const char* name = kMax ? "max_map_final" : "min_map_final";
+  KeyedAggHeader* h = map_state_argument(fcinfo, name);
+  Oid type = h->value_type;
   if (kind_of(type) == ValueKind::Numeric)
     return map_finalfn<NumericExtreme<kMax>>(
-        fcinfo, [](const NumericExtreme<kMax>& e, JsonbValue* v) { json_numeric_value(e.v, v); });
+        fcinfo, h, name, [](const NumericExtreme<kMax>& e, JsonbValue* v) { json_numeric_value(e.v, v); });
   if (kind_of(type) == ValueKind::Int)
     return map_finalfn<Extreme<int64_t, kMax>>(
-        fcinfo, [](const Extreme<int64_t, kMax>& e, JsonbValue* v) { json_int64(e.v, v); });
-  return map_finalfn<Extreme<double, kMax>>(fcinfo, [type](const Extreme<double, kMax>& e, JsonbValue* v) {
+        fcinfo, h, name, [](const Extreme<int64_t, kMax>& e, JsonbValue* v) { json_int64(e.v, v); });
+  return map_finalfn<Extreme<double, kMax>>(fcinfo, h, name, [type](const Extreme<double, kMax>& e, JsonbValue* v) {
     if (type == FLOAT4OID) json_float4(static_cast<float>(e.v), v);
     else json_float8(e.v, v);
   });
@@ -284,19 +293,20 @@ Datum spillagg_sum_transfn(PG_FUNCTION_ARGS) {
 
 Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  Oid type = value_type_of_state(fcinfo);
+  KeyedAggHeader* h = map_state_argument(fcinfo, "sum_map_final");
+  Oid type = h->value_type;
   if (kind_of(type) == ValueKind::Numeric)
-    return map_finalfn<NumericSum>(fcinfo, [](const NumericSum& s, JsonbValue* v) {
+    return map_finalfn<NumericSum>(fcinfo, h, "sum_map_final", [](const NumericSum& s, JsonbValue* v) {
       if (!special_sum(s.kinds, v)) json_numeric(numeric_of(s.sum), v);
     });
   if (kind_of(type) == ValueKind::Int)
-    return map_finalfn<IntSum>(fcinfo, [type](const IntSum& s, JsonbValue* v) {
+    return map_finalfn<IntSum>(fcinfo, h, "sum_map_final", [type](const IntSum& s, JsonbValue* v) {
       if (type == INT8OID) return json_numeric(numeric_of(s.sum), v);  // sum(int8) is numeric
       if (s.sum < PG_INT64_MIN || s.sum > PG_INT64_MAX)                  // as sum(int4) raises
         ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("bigint out of range")));
       json_int64(static_cast<int64>(s.sum), v);
     });
-  return map_finalfn<FloatSum>(fcinfo, [type](const FloatSum& s, JsonbValue* v) {
+  return map_finalfn<FloatSum>(fcinfo, h, "sum_map_final", [type](const FloatSum& s, JsonbValue* v) {
     if (type == FLOAT8OID) return json_float8(s.sum, v);
     float f = static_cast<float>(s.sum);
     if (std::isinf(f) && !std::isinf(s.sum))  // as float4pl raises
@@ -307,17 +317,18 @@ Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
 
 Datum spillagg_avg_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  ValueKind kind = kind_of(value_type_of_state(fcinfo));
+  KeyedAggHeader* h = map_state_argument(fcinfo, "avg_map_final");
+  ValueKind kind = kind_of(h->value_type);
   if (kind == ValueKind::Numeric)
-    return map_finalfn<NumericSum>(fcinfo, [](const NumericSum& s, JsonbValue* v) {
+    return map_finalfn<NumericSum>(fcinfo, h, "avg_map_final", [](const NumericSum& s, JsonbValue* v) {
       if (!special_sum(s.kinds, v))
         json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.kinds.finite())), v);
     });
   if (kind == ValueKind::Int)  // avg of integers is numeric
-    return map_finalfn<IntSum>(fcinfo, [](const IntSum& s, JsonbValue* v) {
+    return map_finalfn<IntSum>(fcinfo, h, "avg_map_final", [](const IntSum& s, JsonbValue* v) {
       json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.n)), v);
     });
-  return map_finalfn<FloatSum>(fcinfo, [](const FloatSum& s, JsonbValue* v) {
+  return map_finalfn<FloatSum>(fcinfo, h, "avg_map_final", [](const FloatSum& s, JsonbValue* v) {
     json_float8(s.sum / static_cast<double>(s.n), v);
   });
 }
@@ -336,7 +347,15 @@ Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
   return map_transfn<FloatMoments, double>(fcinfo, float_value);
 }
 
-Datum spillagg_var_samp_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, true, false); }
-Datum spillagg_var_pop_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, false, false); }
-Datum spillagg_stddev_samp_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, true, true); }
-Datum spillagg_stddev_pop_finalfn(PG_FUNCTION_ARGS) { return moments_finalfn(fcinfo, false, true); }
+Datum spillagg_var_samp_finalfn(PG_FUNCTION_ARGS) {
+  return moments_finalfn(fcinfo, "var_samp_map_final", true, false);
+}
+Datum spillagg_var_pop_finalfn(PG_FUNCTION_ARGS) {
+  return moments_finalfn(fcinfo, "var_pop_map_final", false, false);
+}
+Datum spillagg_stddev_samp_finalfn(PG_FUNCTION_ARGS) {
+  return moments_finalfn(fcinfo, "stddev_samp_map_final", true, true);
+}
+Datum spillagg_stddev_pop_finalfn(PG_FUNCTION_ARGS) {
+  return moments_finalfn(fcinfo, "stddev_pop_map_final", false, true);
+}

@@ -40,8 +40,6 @@ KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno) {
   return static_cast<KeyType*>(fl->fn_extra);
 }
 
-void close_tape_store(Datum store) { reinterpret_cast<TapeStore*>(DatumGetPointer(store))->close(); }
-
 }  // namespace spillagg
 
 void _PG_init(void) {

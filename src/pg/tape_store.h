@@ -1,9 +1,9 @@
-// RunStore over a LogicalTapeSet: one temp file per aggregate state, created
-// by the first spill, holding one tape per run. Because it is PostgreSQL's
+// RunStore over a LogicalTapeSet: one temp file per query (QueryBudget),
+// created by the first spill, holding one tape per run. Because it is PostgreSQL's
 // temp-file machinery, the file follows temp_tablespaces, counts against
 // temp_file_limit, is reported by log_temp_files and pg_stat_database, and is
-// removed by the resource owner on ERROR or cancel. close() is called from
-// the aggregate's shutdown callback on the normal path.
+// removed by the resource owner on ERROR or cancel. close() is called when
+// the query's last state shuts down, on the normal path only.
 #pragma once
 
 #include "postgres_api.h"

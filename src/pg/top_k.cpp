@@ -4,7 +4,7 @@
 // through a bounded heap of the k best, so memory is O(k) beyond the budget.
 #include "postgres_api.h"
 
-#include "keyed_agg.h"
+#include "stored_state.h"
 
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_top_k_transfn);
@@ -88,10 +88,20 @@ Datum spillagg_top_k_transfn(PG_FUNCTION_ARGS) {
   PG_RETURN_POINTER(s);
 }
 
+// Also top_k_final(spillagg_state, anyelement): the second argument only
+// names the key type (NULL::type), which must be the state's.
 Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  CountAgg* s = reinterpret_cast<CountAgg*>(PG_GETARG_POINTER(0));
-  KeyType* kt = s->key;
+  KeyedAggHeader* header = state_argument(fcinfo);
+  KeyStream<Count> keys(fcinfo, header, "top_k_final");
+  KeyType* kt = keys.key;
+  if (header->serialized && get_fn_expr_argtype(fcinfo->flinfo, 1) != kt->type)
+    ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                    errmsg("the state holds keys of type %s, not %s", format_type_be(kt->type),
+                           format_type_be(get_fn_expr_argtype(fcinfo->flinfo, 1)))));
+  if (header->limit <= 0)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("this spillagg state has no k: make it with top_k_state(key, k)")));
   TypeCacheEntry* tc = lookup_type_cache(kt->type, TYPECACHE_CMP_PROC_FINFO);
   if (!OidIsValid(tc->cmp_proc_finfo.fn_oid))
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
@@ -100,17 +110,13 @@ Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) {
                     errdetail("top_k breaks ties by key order.")));
   Ranking r{&tc->cmp_proc_finfo, kt->collation};
 
-  run_core([&] { s->finish(); });
-  int limit = s->limit;
+  int limit = header->limit;
   Candidate* heap = static_cast<Candidate*>(palloc(sizeof(Candidate) * Min(limit, 1024)));
   int cap = Min(limit, 1024), n = 0;
-  for (;;) {
-    bool more = false;
-    uint64 h;
-    KeyView k;
-    Count c;
-    run_core([&] { more = s->table.next(&h, &k, &c); });
-    if (!more) break;
+  uint64 h;
+  KeyView k;
+  Count c;
+  while (keys.next(&h, &k, &c)) {
     Candidate cand{c.n, kt->datum_of(k)};
     if (n < limit) {
       if (n == cap) {
@@ -127,13 +133,14 @@ Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) {
       sift_down(r, heap, n, 0);
     }
   }
+  keys.close();
   if (n == 0) PG_RETURN_NULL();
   qsort_arg(heap, n, sizeof(Candidate), compare_for_output, &r);
-  Datum* keys = static_cast<Datum*>(palloc(sizeof(Datum) * n));
-  for (int i = 0; i < n; ++i) keys[i] = heap[i].key;
+  Datum* result = static_cast<Datum*>(palloc(sizeof(Datum) * n));
+  for (int i = 0; i < n; ++i) result[i] = heap[i].key;
   int16 typlen;
   bool typbyval;
   char typalign;
   get_typlenbyvalalign(kt->type, &typlen, &typbyval, &typalign);
-  PG_RETURN_ARRAYTYPE_P(construct_array(keys, n, kt->type, typlen, typbyval, typalign));
+  PG_RETURN_ARRAYTYPE_P(construct_array(result, n, kt->type, typlen, typbyval, typalign));
 }

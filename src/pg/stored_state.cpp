@@ -1,0 +1,132 @@
+#include "stored_state.h"
+
+extern "C" {
+PG_FUNCTION_INFO_V1(spillagg_state_in);
+PG_FUNCTION_INFO_V1(spillagg_state_out);
+PG_FUNCTION_INFO_V1(spillagg_state_recv);
+PG_FUNCTION_INFO_V1(spillagg_state_send);
+}
+
+namespace spillagg {
+
+[[noreturn]] static void invalid_state(const char* what) {
+  ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+                  errmsg("invalid spillagg state: %s", what)));
+  pg_unreachable();
+}
+
+SerializedState* parse_state_bytes(const bytea* b) {
+  SerializedState* ss = static_cast<SerializedState*>(palloc0(sizeof(SerializedState)));
+  uint32 magic = 0;
+  uint8 version = 0;
+  run_core(
+      [&] {
+        Reader r(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b));
+        magic = r.fixed<uint32>();
+        version = r.fixed<uint8>();
+        ss->state_tag = r.fixed<uint8>();
+        ss->key_type = r.fixed<uint32>();
+        ss->collation = r.fixed<uint32>();
+        ss->value_type = r.fixed<uint32>();
+        ss->limit = r.fixed<int32>();
+        ss->records = r.position();
+        ss->len = r.remaining();
+      },
+      ERRCODE_INVALID_BINARY_REPRESENTATION);
+  if (magic != kStateMagic) invalid_state("not a spillagg state");
+  if (version != kStateFormatVersion)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+                    errmsg("invalid spillagg state: format version %d, expected %d", version,
+                           kStateFormatVersion)));
+  ss->serialized = true;
+  return ss;
+}
+
+KeyedAggHeader* state_argument(FunctionCallInfo fcinfo) {
+  if (AggCheckCallContext(fcinfo, nullptr)) return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
+  return parse_state_bytes(PG_GETARG_BYTEA_PP(0));
+}
+
+KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss) {
+  FmgrInfo* fl = fcinfo->flinfo;
+  KeyType* kt = static_cast<KeyType*>(fl->fn_extra);
+  if (!kt || kt->type != ss->key_type || kt->collation != ss->collation) {
+    if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
+      invalid_state("its key type does not exist in this database");
+    kt = static_cast<KeyType*>(MemoryContextAllocZero(fl->fn_mcxt, sizeof(KeyType)));
+    kt->init(ss->key_type, ss->collation, fl->fn_mcxt);
+    fl->fn_extra = kt;
+  }
+  return kt;
+}
+
+void check_key_shape(Oid type, int16 typlen, KeyView k) {
+  bool ok;
+  if (typlen > 0)
+    ok = k.len == static_cast<uint32>(typlen);
+  else if (typlen == -1) {
+    uint32 header = 0;  // copied: k.data may be unaligned
+    if (k.len >= VARHDRSZ) memcpy(&header, k.data, VARHDRSZ);
+    ok = k.len >= VARHDRSZ && VARATT_IS_4B_U(&header) && VARSIZE(&header) == k.len;
+  }
+  else
+    ok = k.len >= 1 && memchr(k.data, '\0', k.len) == k.data + k.len - 1;
+  if (!ok)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+                    errmsg("invalid spillagg state: malformed key of type %s", format_type_be(type))));
+}
+
+void wrong_state_kind(const char* consumer) {
+  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                  errmsg("this spillagg state cannot be finalized by %s", consumer),
+                  errhint("A state is finalized by the function matching the *_state aggregate that made it "
+                          "(sum_map_state -> sum_map_final or avg_map_final, ...).")));
+  pg_unreachable();
+}
+
+void validate_state(const SerializedState* ss) {
+  if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
+    invalid_state("its key type does not exist in this database");
+  int16 typlen = get_typlen(ss->key_type);
+  with_state_type(ss->state_tag, [&](auto t) -> Datum {
+    using State = typename decltype(t)::type;
+    const uint8* pos = ss->records;
+    const uint8* end = ss->records + ss->len;
+    while (pos < end) {
+      uint64 h;
+      KeyView k;
+      State st;
+      run_core(
+          [&] {
+            Reader r(pos, static_cast<size_t>(end - pos));
+            read_run_record(r, &h, &k, &st);
+            pos = r.position();
+          },
+          ERRCODE_INVALID_BINARY_REPRESENTATION);
+      check_key_shape(ss->key_type, typlen, k);
+    }
+    return (Datum)0;
+  });
+}
+
+}  // namespace spillagg
+
+using namespace spillagg;
+
+// spillagg_state: text form as bytea's hex ("\x..."), binary form the bytes.
+static Datum checked_state(bytea* b) {
+  validate_state(parse_state_bytes(b));
+  PG_RETURN_BYTEA_P(b);
+}
+
+Datum spillagg_state_in(PG_FUNCTION_ARGS) {
+  return checked_state(DatumGetByteaPP(DirectFunctionCall1(byteain, PG_GETARG_DATUM(0))));
+}
+
+Datum spillagg_state_out(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteaout, PG_GETARG_DATUM(0)); }
+
+Datum spillagg_state_recv(PG_FUNCTION_ARGS) {
+  return checked_state(DatumGetByteaPP(DirectFunctionCall1(bytearecv, PG_GETARG_DATUM(0))));
+}
+
+Datum spillagg_state_send(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteasend, PG_GETARG_DATUM(0)); }

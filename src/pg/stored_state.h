@@ -1,0 +1,169 @@
+// Serialized states: the bytes a partial state travels in between parallel
+// workers, and the value of the spillagg_state type (two-step aggregation).
+//
+//   "SPAG" | u8 format version | u8 state tag | u32 key type | u32 collation
+//   | u32 value type | i32 limit | records...
+//
+// Records are the run records of spilling_table.h, one per distinct key
+// with its merged state, in hash order. Everything read from such bytes is
+// checked before use: a truncated, corrupt or foreign state is an ERROR
+// (22P03), never a crash.
+#pragma once
+
+#include "postgres_api.h"
+
+#include "keyed_agg.h"
+
+namespace spillagg {
+
+constexpr uint32 kStateMagic = 0x47415053;  // "SPAG"
+constexpr uint8 kStateFormatVersion = 1;
+
+// A state known only by its bytes (KeyedAggHeader::serialized is true).
+struct SerializedState : KeyedAggHeader {
+  Oid key_type;
+  Oid collation;
+  const uint8* records;
+  size_t len;
+};
+
+// Parses and checks the header; the records are checked as they are read.
+SerializedState* parse_state_bytes(const bytea* b);
+
+// The header of a state argument: an aggregate's internal state when called
+// as an aggregate's final function, else a spillagg_state value parsed.
+KeyedAggHeader* state_argument(FunctionCallInfo fcinfo);
+
+// The key type of a serialized state, cached in fn_extra.
+KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss);
+
+// A serialized key must have the shape of its type before it is a Datum.
+void check_key_shape(Oid type, int16 typlen, KeyView k);
+
+// Checks every record of a state (for spillagg_state input): structure,
+// state encodings, key sizes. Key bytes are trusted to be values of the
+// recorded key type, as PostgreSQL trusts its own on-disk values.
+void validate_state(const SerializedState* ss);
+
+[[noreturn]] void wrong_state_kind(const char* consumer);
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<State>{}) for the State named by tag.
+template <class F>
+Datum with_state_type(uint8 tag, F&& f) {
+  switch (tag) {
+    case Presence::kTag: return f(TypeTag<Presence>{});
+    case Count::kTag: return f(TypeTag<Count>{});
+    case IntSum::kTag: return f(TypeTag<IntSum>{});
+    case FloatSum::kTag: return f(TypeTag<FloatSum>{});
+    case Extreme<int64_t, false>::kTag: return f(TypeTag<Extreme<int64_t, false>>{});
+    case Extreme<int64_t, true>::kTag: return f(TypeTag<Extreme<int64_t, true>>{});
+    case Extreme<double, false>::kTag: return f(TypeTag<Extreme<double, false>>{});
+    case Extreme<double, true>::kTag: return f(TypeTag<Extreme<double, true>>{});
+    case FloatMoments::kTag: return f(TypeTag<FloatMoments>{});
+    case IntMoments::kTag: return f(TypeTag<IntMoments>{});
+    case NumericSum::kTag: return f(TypeTag<NumericSum>{});
+    case NumericExtreme<false>::kTag: return f(TypeTag<NumericExtreme<false>>{});
+    case NumericExtreme<true>::kTag: return f(TypeTag<NumericExtreme<true>>{});
+    case NumericMoments::kTag: return f(TypeTag<NumericMoments>{});
+  }
+  ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+                  errmsg("invalid spillagg state: unknown state kind %d", tag)));
+  pg_unreachable();
+}
+
+// Every distinct key with its merged state, once: from an aggregate's own
+// state (finishing it: the spilled runs are merged) or from serialized bytes.
+// next() and close() are called outside run_core.
+template <class State>
+class KeyStream {
+ public:
+  KeyStream(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* consumer) {
+    if (h->state_tag != State::kTag) wrong_state_kind(consumer);
+    if (!h->serialized) {
+      agg_ = static_cast<KeyedAgg<State>*>(h);
+      key = agg_->key;
+      run_core([&] { agg_->finish(); });
+      return;
+    }
+    SerializedState* ss = static_cast<SerializedState*>(h);
+    agg_ = nullptr;
+    key = stored_key_type(fcinfo, ss);
+    pos_ = ss->records;
+    end_ = ss->records + ss->len;
+    aligned_cap_ = 64;
+    aligned_ = static_cast<uint8*>(palloc(aligned_cap_));
+  }
+
+  bool next(uint64* h, KeyView* k, State* st) {
+    bool more = false;
+    if (agg_) {
+      run_core([&] { more = agg_->table.next(h, k, st); });
+      return more;
+    }
+    if (pos_ == end_) return false;
+    run_core(
+        [&] {
+          Reader r(pos_, static_cast<size_t>(end_ - pos_));
+          read_run_record(r, h, k, st);
+          pos_ = r.position();
+        },
+        ERRCODE_INVALID_BINARY_REPRESENTATION);
+    if (k->len > aligned_cap_) {  // keys are read as Datums: give them aligned memory
+      aligned_cap_ = Max(k->len, 2 * aligned_cap_);
+      aligned_ = static_cast<uint8*>(repalloc(aligned_, aligned_cap_));
+    }
+    memcpy(aligned_, k->data, k->len);
+    k->data = aligned_;
+    check_key_shape(key->type, key->typlen, *k);
+    return true;
+  }
+
+  // The aggregate's state is consumed: free its table and runs now.
+  void close() {
+    if (agg_) agg_->release();
+  }
+
+  KeyType* key;
+
+ private:
+  KeyedAgg<State>* agg_;
+  const uint8* pos_ = nullptr;
+  const uint8* end_ = nullptr;
+  uint8* aligned_ = nullptr;
+  size_t aligned_cap_ = 0;
+};
+
+// The final step of the map aggregates: a jsonb object {key text: value}
+// over every distinct key. value_of(state, &jsonb_value) runs outside C++
+// exception scope and may call PostgreSQL. (Datum) 0 when there are no keys.
+template <class State, class ValueOf>
+Datum build_json_map(KeyStream<State>& keys, ValueOf&& value_of) {
+  JsonbParseState* parse = nullptr;
+  pushJsonbValue(&parse, WJB_BEGIN_OBJECT, nullptr);
+  bool any = false;
+  uint64 h;
+  KeyView k;
+  State st;
+  while (keys.next(&h, &k, &st)) {
+    any = true;
+    CHECK_FOR_INTERRUPTS();  // a large map takes a while; no C++ object is live here
+    char* text = keys.key->output(k);
+    JsonbValue key, value;
+    key.type = jbvString;
+    key.val.string.val = text;
+    key.val.string.len = static_cast<int>(strlen(text));
+    value_of(st, &value);
+    pushJsonbValue(&parse, WJB_KEY, &key);
+    pushJsonbValue(&parse, WJB_VALUE, &value);
+  }
+  keys.close();
+  if (!any) return (Datum)0;
+  return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&parse, WJB_END_OBJECT, nullptr)));
+}
+
+}  // namespace spillagg
