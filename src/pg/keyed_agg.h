@@ -1,10 +1,9 @@
 // The transition state shared by every spillagg aggregate: a SpillingTable
 // of State per key.
 //
-// Memory: the KeyedAgg itself and its run list live in the aggregate's
-// context; its hash table lives in the query's "spillagg tables" context,
-// charged to the query's budget (query_budget.h), and is freed as soon as
-// the table spills or the state is finalized. Nothing here has a destructor,
+// Memory: the KeyedAgg, its run list and its hash table live in the
+// aggregate's context; the table is charged to the query's budget
+// (query_budget.h) and freed as soon as it spills or the state is finalized. Nothing here has a destructor,
 // so an ERROR may abandon it at any point: the query context then goes, and
 // the resource owner closes the temp file. On the normal path the shutdown
 // callback frees the table and runs, and the last state closes the file.
@@ -72,7 +71,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->serialized = false;
     s->budget = qb;
     s->candidate = SpillCandidate{nullptr, nullptr, s, &spill_now, 0};
-    s->table_mem.init(qb, &s->candidate);
+    s->table_mem.init(qb, &s->candidate, aggcxt);
     s->meta_mem.init(aggcxt);
     s->table.init(&s->table_mem, &s->meta_mem, &qb->tapes, qb->limit, kt->inline_keys(),
                   kt->equality());

@@ -27,9 +27,6 @@ QueryBudget* QueryBudget::of(MemoryContext query_cxt) {
   QueryBudget* qb = static_cast<QueryBudget*>(MemoryContextAllocZero(query_cxt, sizeof(QueryBudget)));
   new (&qb->tapes) TapeStore();
   qb->query_cxt = query_cxt;
-  // Small blocks: allocations above ~1 kB (slot arrays, key chunks) get
-  // blocks of their own, so what we charge is what is held.
-  qb->tables_cxt = AllocSetContextCreate(query_cxt, "spillagg tables", ALLOCSET_SMALL_SIZES);
   qb->limit = budget_bytes();
   qb->tapes.init(query_cxt);
   qb->candidates.prev = qb->candidates.next = &qb->candidates;
@@ -86,15 +83,16 @@ void make_room_for_query(void* budget) {
   qb->make_room(qb->limit / 4 * 3);
 }
 
-void TrackedMemory::init(QueryBudget* budget, SpillCandidate* owner) {
+void TrackedMemory::init(QueryBudget* budget, SpillCandidate* owner, MemoryContext cxt) {
   budget_ = budget;
   owner_ = owner;
+  cxt_ = cxt;
   head_ = nullptr;
 }
 
 void* TrackedMemory::allocate(size_t bytes) {
   size_t total = sizeof(Block) + bytes;
-  void* p = MemoryContextAllocExtended(budget_->tables_cxt, total, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+  void* p = MemoryContextAllocExtended(cxt_, total, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
   if (!p) throw std::bad_alloc();  // NO_OOM: unwind C++, then an ERROR
   Block* b = static_cast<Block*>(p);
   b->size = bytes;  // charged: what the core asked for (its budget arithmetic)

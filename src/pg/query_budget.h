@@ -5,9 +5,6 @@
 // fn_mcxt of every aggregate support function of the query) and lives as
 // long as it. It holds:
 //   - the limit and the bytes all live states' tables hold together;
-//   - the context those tables allocate from (outside the aggregate
-//     contexts, so a state's table can be freed the moment it is spilled or
-//     finalized);
 //   - one LogicalTapeSet (one temp file) for every run of the query;
 //   - the list of states that may be spilled, so that when the total is
 //     over budget the largest state spills first.
@@ -32,13 +29,16 @@ struct SpillCandidate {
   size_t own_bytes;  // bytes its table holds now
 };
 
-// A state's table memory: blocks from the query's table context, listed so
-// the table can free them all at once, and charged to the query's budget.
+// A state's table memory: blocks from its aggregate context, listed so the
+// table can free them all at once, and charged to the query's budget.
 // bytes_allocated() is the whole query's usage, so the core table's
-// "is there room?" test is a query-wide one.
+// "is there room?" test is a query-wide one. Living in the aggregate
+// context, the tables count in HashAggregate's own memory accounting, so
+// with many groups PostgreSQL spills groups (its input) as it would for
+// any aggregate, instead of this budget being shared too thin.
 class TrackedMemory final : public MemorySource {
  public:
-  void init(QueryBudget* budget, SpillCandidate* owner);
+  void init(QueryBudget* budget, SpillCandidate* owner, MemoryContext cxt);
   void* allocate(size_t bytes) override;
   void release(void* p) override;
   void release_all() override;
@@ -53,12 +53,12 @@ class TrackedMemory final : public MemorySource {
   };
   QueryBudget* budget_;
   SpillCandidate* owner_;
+  MemoryContext cxt_;
   Block* head_;
 };
 
 struct QueryBudget {
   MemoryContext query_cxt;   // registry key; this lives in it
-  MemoryContext tables_cxt;  // "spillagg tables"
   size_t limit;
   size_t used;
   size_t peak;
