@@ -48,14 +48,18 @@ Decimal Decimal::from_base10000(const int16_t* digits, int ndigits, int weight, 
   // value = sum d[i] * 10000^(weight - i); accumulate the integer
   // digits * 10000^(ndigits - 1 - i), whose scale is 4 * (ndigits - 1 - weight).
   Decimal d;
+  int32_t s = ndigits == 0 ? 0 : 4 * (ndigits - 1 - weight);
+  // Decimal digits of the last group past dscale are zeros: leave them out
+  // while accumulating, so the intermediate is no larger than the result.
+  int drop = s > dscale && s - dscale < 4 ? s - dscale : 0;
   for (int i = 0; i < ndigits; ++i) {
-    if (!d.mul_small(10000)) out_of_range();
+    bool last = i == ndigits - 1;
+    if (!d.mul_small(last ? kPow10[4 - drop] : 10000)) out_of_range();
     Decimal digit;
-    digit.w[0] = static_cast<uint64_t>(digits[i]);
+    digit.w[0] = static_cast<uint64_t>(digits[i]) / (last ? kPow10[drop] : 1);
     d.add(digit);
   }
-  int32_t s = 4 * (ndigits - 1 - weight);
-  if (ndigits == 0) s = 0;
+  s -= drop;
   d.scale = s;
   if (s < dscale) {  // also when s < 0: the digits end before the point
     d.rescale(dscale);

@@ -187,11 +187,13 @@ class SpillingTable {
         table_.bytes_allocated() + table_.first_insert_bytes(key.len) > table_.budget())
       room_.make_room(room_.ctx);
     Entry* e = table_.find_or_insert(hash, key, &inserted);
-    while (!e) {
-      if (room_.make_room && !table_.empty()) room_.make_room(room_.ctx);
-      else spill();
+    if (!e && room_.make_room) {
+      room_.make_room(room_.ctx);  // may spill this very table
       e = table_.find_or_insert(hash, key, &inserted);
-      if (!e && room_.make_room) spill();  // room was made elsewhere but not enough
+    }
+    if (!e) {  // still full, hence not empty: spill it; an empty table accepts
+      spill();
+      e = table_.find_or_insert(hash, key, &inserted);
     }
     if (inserted) note_peak();
     return e->state;

@@ -93,26 +93,41 @@ struct IntSum {
   }
 };
 
+// Adds as PostgreSQL's float4pl/float8pl: a finite + finite that overflows
+// is an ERROR ("value out of range: overflow"), never a silent Infinity.
+template <class F>
+inline F float_add(F a, F b) {
+  F r = a + b;
+  if (std::isinf(r) && !std::isinf(a) && !std::isinf(b))
+    throw std::overflow_error("value out of range: overflow");
+  return r;
+}
+
 // SUM and AVG of floats: (sum, n), a += b, in double precision as
-// PostgreSQL's float8 accumulators.
+// PostgreSQL's float8 accumulators (avg of real too); sum4 is the same sum
+// in single precision, as sum(real) adds.
 struct FloatSum {
   static constexpr uint8_t kTag = 4;
   double sum = 0;
   int64_t n = 0;
+  float sum4 = 0;
 
-  void add(double v) { merge(FloatSum{v, 1}); }
+  void add(double v) { merge(FloatSum{v, 1, static_cast<float>(v)}); }
   void merge(const FloatSum& o) {
+    sum = float_add(sum, o.sum);
     add_count(n, o.n);
-    sum += o.sum;
+    sum4 = sum4 + o.sum4;  // checked by the final function, only for real values
   }
   void encode(Writer& w) const {
     w.varint(static_cast<uint64_t>(n));
     w.fixed(sum);
+    w.fixed(sum4);
   }
   static FloatSum decode(Reader& r) {
     FloatSum s;
     s.n = decode_count(r);
     s.sum = r.fixed<double>();
+    s.sum4 = r.fixed<float>();
     return s;
   }
 };
@@ -138,7 +153,8 @@ struct Extreme {
   void add(T x) { merge(Extreme{x, 1}); }
   void merge(const Extreme& o) {
     if (o.n == 0) return;
-    if (n == 0 || (kMax ? less(v, o.v) : less(o.v, v))) v = o.v;
+    // On a tie the later value wins, as float8larger/float8smaller return it.
+    if (n == 0 || (kMax ? !less(o.v, v) : !less(v, o.v))) v = o.v;
     add_count(n, o.n);
   }
   void encode(Writer& w) const {
@@ -163,7 +179,8 @@ struct FloatMoments {
   double mean = 0;
   double m2 = 0;
 
-  void add(double x) { merge(FloatMoments{1, x, 0}); }
+  // A non-finite first value makes M2 NaN, as PostgreSQL's float8_accum.
+  void add(double x) { merge(FloatMoments{1, x, std::isfinite(x) ? 0.0 : std::nan("")}); }
   void merge(const FloatMoments& o) {
     if (o.n == 0) return;
     if (n == 0) {
@@ -172,13 +189,17 @@ struct FloatMoments {
     }
     double na = static_cast<double>(n), nb = static_cast<double>(o.n), nab = na + nb;
     double delta = o.mean - mean;
-    // A non-finite input makes the variance NaN, as in PostgreSQL.
+    // A non-finite input makes the variance NaN, as in PostgreSQL; finite
+    // inputs whose moments overflow are an ERROR there, and here.
+    bool finite_in = std::isfinite(mean) && std::isfinite(o.mean) && std::isfinite(m2) && std::isfinite(o.m2);
     if (!std::isfinite(delta)) {
+      if (finite_in) throw std::overflow_error("value out of range: overflow");
       mean = mean + o.mean;
       m2 = std::nan("");
     } else {
       mean += delta * (nb / nab);
       m2 += o.m2 + delta * delta * (na * nb / nab);
+      if (finite_in && !std::isfinite(m2)) throw std::overflow_error("value out of range: overflow");
     }
     add_count(n, o.n);
   }
@@ -286,7 +307,8 @@ struct NumericKinds {
     k.nan = decode_count(r);
     k.pos_inf = decode_count(r);
     k.neg_inf = decode_count(r);
-    if (k.finite() < 0) throw CorruptData("bad numeric counts");
+    if (k.nan > k.n || k.pos_inf > k.n - k.nan || k.neg_inf > k.n - k.nan - k.pos_inf)
+      throw CorruptData("bad numeric counts");
     return k;
   }
 };
@@ -335,7 +357,8 @@ struct NumericExtreme {
   }
   void merge(const NumericExtreme& o) {
     if (o.n == 0) return;
-    if (n == 0 || (kMax ? v.compare(o.v) < 0 : o.v.compare(v) < 0)) v = o.v;
+    // On a tie the later value wins (1.5 vs 1.50), as numeric_larger/_smaller.
+    if (n == 0 || (kMax ? v.compare(o.v) <= 0 : o.v.compare(v) <= 0)) v = o.v;
     add_count(n, o.n);
   }
   void encode(Writer& w) const {

@@ -308,10 +308,11 @@ Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
     });
   return map_finalfn<FloatSum>(fcinfo, h, "sum_map_final", [type](const FloatSum& s, JsonbValue* v) {
     if (type == FLOAT8OID) return json_float8(s.sum, v);
-    float f = static_cast<float>(s.sum);
-    if (std::isinf(f) && !std::isinf(s.sum))  // as float4pl raises
+    // sum(real) adds in single precision; its overflow (an Infinity the
+    // double sum does not have) is float4pl's error.
+    if (std::isinf(s.sum4) && !std::isinf(s.sum))
       ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("value out of range: overflow")));
-    json_float4(f, v);
+    json_float4(s.sum4, v);
   });
 }
 

@@ -54,14 +54,15 @@ CEntry* upsert(CTable& t, uint64_t h, const std::string& k, bool* inserted) {
 
 }  // namespace
 
-TEST(KeyedTable, GrowsFrom64SlotsThroughManyDoublings) {
+TEST(KeyedTable, GrowsFrom16SlotsThroughManyDoublings) {
+  static_assert(CTable::kMinSlots == 16, "small first slot array (thousands of GROUP BY tables)");
   TrackingSource mem;
   CTable t;
   t.init(&mem, size_t{1} << 30, /*inline_keys=*/true, kBytewise);
   EXPECT_TRUE(t.empty());
   EXPECT_EQ(mem.bytes_allocated(), 0u);  // nothing allocated before the first insert
 
-  const size_t N = 98000;  // 64 -> 131072 slots: 11 doublings
+  const size_t N = 98000;  // 16 -> 131072 slots: 13 doublings
   size_t last_slots = 0, doublings = 0;
   for (size_t i = 0; i < N; ++i) {
     bool ins = false;
@@ -75,6 +76,9 @@ TEST(KeyedTable, GrowsFrom64SlotsThroughManyDoublings) {
     // Inline keys: the slot array is the only allocation.
     ASSERT_EQ(mem.bytes_allocated(), slots * sizeof(CEntry)) << "after " << i + 1 << " keys";
     ASSERT_EQ(mem.live_blocks(), 1u);
+    if (i == 0) {
+      ASSERT_EQ(slots, 16u);  // the first insert takes kMinSlots slots
+    }
     if (slots != last_slots) {
       if (last_slots) {
         ASSERT_EQ(slots, last_slots * 2);
@@ -84,7 +88,7 @@ TEST(KeyedTable, GrowsFrom64SlotsThroughManyDoublings) {
     }
   }
   EXPECT_EQ(last_slots, 131072u);
-  EXPECT_EQ(doublings, 11u);
+  EXPECT_EQ(doublings, 13u);
   // Every key survived every rehash with its state.
   for (size_t i = 0; i < N; ++i) {
     bool ins = true;
@@ -326,7 +330,7 @@ TEST(KeyedTable, RefusesNewKeysOverBudgetInline) {
   CTable t;
   const size_t budget = 4096;
   t.init(&mem, budget, true, kBytewise);
-  // 64 slots fit; doubling to 128 would need 64+128 slots at once.
+  // 16 -> 32 -> 64 slots fit; doubling to 128 would need 64+128 slots at once.
   ASSERT_GT(3 * 64 * sizeof(CEntry), budget);
   ASSERT_LE(64 * sizeof(CEntry), budget);
   size_t accepted = 0;
@@ -422,21 +426,88 @@ TEST(KeyedTable, EmptyTableAlwaysAcceptsOneKey) {
 }
 
 // Regression test (fixed): "the table never holds more than its budget
-// unless it holds a single key" fails for budgets below the first slot array
-// plus one arena chunk (64 * sizeof(Entry) + 1024 bytes, ~3 KiB): the empty
-// table's first insert allocates past the budget, and later keys that need no
-// new allocation are accepted. Irrelevant for work_mem-sized budgets (>= 64
-// KiB). Suggested fix, at the top of the new-key path of find_or_insert:
+// unless it holds a single key" failed for budgets below the first slot array
+// plus one arena chunk (then 64 * sizeof(Entry) + 1024 bytes; now 16 *
+// sizeof(Entry) + 256): the empty table's first insert allocates past the
+// budget, and later keys that need no new allocation were accepted. The fix,
+// at the top of the new-key path of find_or_insert:
 //   if (count_ > 0 && src_->bytes_allocated() > budget_) return nullptr;
 TEST(KeyedTable, TinyBudgetHoldsOnlyOneKeyOverBudget) {
+  const size_t slots_bytes = CTable::kMinSlots * sizeof(CEntry);
+  bool ins;
+  // Inline keys: a budget below the first slot array.
+  for (size_t budget : {size_t{16}, slots_bytes / 2, slots_bytes - 1}) {
+    TrackingSource mem;
+    CTable t;
+    t.init(&mem, budget, true, kBytewise);
+    ASSERT_NE(upsert(t, mix64(1), u64key(1), &ins), nullptr);
+    ASSERT_EQ(mem.bytes_allocated(), slots_bytes);
+    ASSERT_GT(mem.bytes_allocated(), budget);
+    // The second key needs no allocation (15 free slots) but is refused.
+    EXPECT_EQ(upsert(t, mix64(2), u64key(2), &ins), nullptr) << budget;
+    EXPECT_EQ(t.size(), 1u);
+    EXPECT_NE(upsert(t, mix64(1), u64key(1), &ins), nullptr);  // still found
+    EXPECT_FALSE(ins);
+  }
+  // Arena keys: slots fit, slots + the first (256-byte) chunk do not.
+  for (size_t budget : {slots_bytes, slots_bytes + ChunkArena::kFirstChunk - 1}) {
+    TrackingSource mem;
+    CTable t;
+    t.init(&mem, budget, false, kBytewise);
+    ASSERT_NE(upsert(t, hash_of("a"), "a", &ins), nullptr);
+    ASSERT_EQ(mem.bytes_allocated(), slots_bytes + ChunkArena::kFirstChunk);
+    ASSERT_GT(mem.bytes_allocated(), budget);
+    // "b" would fit in the chunk's free bytes, but the table is over budget.
+    EXPECT_EQ(upsert(t, hash_of("b"), "b", &ins), nullptr) << budget;
+    EXPECT_EQ(t.size(), 1u);
+  }
+  // Exactly slots + first chunk: within budget, so more keys are taken.
   TrackingSource mem;
   CTable t;
-  t.init(&mem, 1024, true, kBytewise);
-  bool ins;
-  ASSERT_NE(upsert(t, mix64(1), u64key(1), &ins), nullptr);
-  ASSERT_GT(mem.bytes_allocated(), 1024u);
-  EXPECT_EQ(upsert(t, mix64(2), u64key(2), &ins), nullptr);
-  EXPECT_EQ(t.size(), 1u);
+  t.init(&mem, slots_bytes + ChunkArena::kFirstChunk, false, kBytewise);
+  ASSERT_NE(upsert(t, hash_of("a"), "a", &ins), nullptr);
+  EXPECT_NE(upsert(t, hash_of("b"), "b", &ins), nullptr);
+  EXPECT_EQ(t.size(), 2u);
+  EXPECT_EQ(mem.bytes_allocated(), slots_bytes + ChunkArena::kFirstChunk);
+}
+
+// first_insert_bytes(len) is exactly what the first insert into an empty
+// table allocates (SpillingTable asks its RoomMaker for room with it).
+TEST(KeyedTable, FirstInsertBytesIsWhatTheFirstInsertTakes) {
+  const size_t slots_bytes = CTable::kMinSlots * sizeof(CEntry);
+  for (size_t budget : {size_t{4096}, size_t{1} << 20, size_t{1} << 26}) {
+    for (bool inl : {true, false}) {
+      std::vector<size_t> lens = {0, 1, 5, 8};
+      if (!inl) lens.insert(lens.end(), {9, 63, 64, 65, 72, 100, 256, 1000, 5000, 70000});
+      for (size_t len : lens) {
+        TrackingSource mem;
+        CTable t;
+        t.init(&mem, budget, inl, kBytewise);
+        std::string k(len, 'k');
+        // Keys above a quarter of the first chunk get an exact (8-aligned)
+        // chunk of their own; smaller ones the 256-byte first chunk.
+        size_t aligned = (std::max<size_t>(len, 1) + 7) & ~size_t{7};
+        size_t expect = slots_bytes;
+        if (!inl) expect += aligned > ChunkArena::kFirstChunk / 4 ? aligned : ChunkArena::kFirstChunk;
+        EXPECT_EQ(t.first_insert_bytes(static_cast<uint32_t>(len)), expect) << len << " inline " << inl;
+        bool ins;
+        ASSERT_NE(upsert(t, hash_of(k), k, &ins), nullptr);
+        EXPECT_EQ(mem.bytes_allocated(), expect) << len << " inline " << inl;
+        // After clear() (a spill), the arena starts over at its first chunk
+        // size, so the first insert costs the same again, even though the
+        // arena's chunks had grown.
+        for (int i = 0; i < 3000; ++i) {
+          std::string o = "other-key-" + std::to_string(i);
+          if (inl) o = u64key(static_cast<uint64_t>(i) + 1000);
+          if (!upsert(t, hash_of(o), o, &ins)) break;
+        }
+        t.clear();
+        EXPECT_EQ(t.first_insert_bytes(static_cast<uint32_t>(len)), expect) << len;
+        ASSERT_NE(upsert(t, hash_of(k), k, &ins), nullptr);
+        EXPECT_EQ(mem.bytes_allocated(), expect) << len;
+      }
+    }
+  }
 }
 
 TEST(KeyedTable, PackSortedByHash) {
@@ -538,42 +609,163 @@ TEST(KeyedTable, BadAllocDuringGrowthLeavesTableIntact) {
 }
 
 TEST(ChunkArena, BumpsWithinChunksAndGivesBigRequestsTheirOwn) {
+  static_assert(ChunkArena::kFirstChunk == 256);
   TrackingSource mem;
   ChunkArena a;
-  a.init(&mem, 1024);
+  a.init(&mem, 1024);  // chunks of 256, 512, then 1024 bytes
+  EXPECT_EQ(mem.bytes_allocated(), 0u);  // nothing taken before the first request
+  EXPECT_EQ(a.next_chunk_bytes(0), 256u);
+  EXPECT_EQ(a.next_chunk_bytes(64), 256u);  // a quarter of the chunk still shares it
+  EXPECT_EQ(a.next_chunk_bytes(65), 72u);   // above: its own (8-aligned) chunk
   uint8_t* p1 = a.allocate(3);
   uint8_t* p2 = a.allocate(8);
   EXPECT_EQ(p2 - p1, 8);  // rounded up to 8
   EXPECT_EQ(reinterpret_cast<uintptr_t>(p1) % 8, 0u);
-  EXPECT_EQ(mem.bytes_allocated(), 1024u);
+  EXPECT_EQ(mem.bytes_allocated(), 256u);
+  // The next chunk will be twice as large.
+  EXPECT_EQ(a.next_chunk_bytes(8), 512u);
+  EXPECT_EQ(a.next_chunk_bytes(128), 512u);
+  EXPECT_EQ(a.next_chunk_bytes(129), 136u);
   // A request above chunk/4 still bumps while it fits in the current chunk...
-  uint8_t* p3 = a.allocate(300);
+  uint8_t* p3 = a.allocate(200);
   EXPECT_EQ(p3 - p2, 8);
-  EXPECT_EQ(mem.bytes_allocated(), 1024u);
+  EXPECT_EQ(mem.bytes_allocated(), 256u);
   // ...and when it does not fit it gets an exact-size block of its own, while
-  // the current chunk keeps serving small requests.
-  uint8_t* big = a.allocate(800);
+  // the current chunk keeps serving small requests (40 bytes left).
+  uint8_t* big = a.allocate(200);
   EXPECT_NE(big, nullptr);
-  EXPECT_EQ(mem.bytes_allocated(), 1024u + 800u);
+  EXPECT_EQ(mem.bytes_allocated(), 256u + 200u);
+  EXPECT_EQ(a.next_chunk_bytes(8), 512u);  // an own block does not advance the doubling
   uint8_t* p4 = a.allocate(8);
-  EXPECT_EQ(p4 - p3, 304);
-  // A small request that does not fit takes a new chunk: 1024 - 328 = 696 left.
-  a.allocate(600);
-  EXPECT_EQ(mem.bytes_allocated(), 1824u);
-  a.allocate(200);  // 96 left < 200 <= chunk/4
-  EXPECT_EQ(mem.bytes_allocated(), 2848u);
+  EXPECT_EQ(p4 - p3, 200);
+  // A small request that does not fit takes a new chunk: 256 - 224 = 32 left.
+  a.allocate(100);
+  EXPECT_EQ(mem.bytes_allocated(), 456u + 512u);
+  EXPECT_EQ(a.next_chunk_bytes(8), 1024u);
+  a.allocate(400);  // 412 left in the 512-byte chunk: bumps
+  EXPECT_EQ(mem.bytes_allocated(), 968u);
+  a.allocate(16);  // 12 left < 16 <= chunk/4: a 1024-byte chunk, the max
+  EXPECT_EQ(mem.bytes_allocated(), 1992u);
+  EXPECT_EQ(a.next_chunk_bytes(8), 1024u);  // stays at the max
+  EXPECT_EQ(a.next_chunk_bytes(257), 264u);
   // allocate_within bumps regardless of the limit (no new memory)...
-  EXPECT_NE(a.allocate_within(800, 0), nullptr);
-  EXPECT_NE(a.allocate_within(24, 0), nullptr);  // chunk now exactly full
+  EXPECT_NE(a.allocate_within(1000, 0), nullptr);
+  EXPECT_NE(a.allocate_within(8, 0), nullptr);  // chunk now exactly full
   // ...and takes a new chunk only if the source stays within the limit.
-  EXPECT_EQ(a.allocate_within(8, 2848 + 1023), nullptr);
-  EXPECT_EQ(mem.bytes_allocated(), 2848u);
-  EXPECT_NE(a.allocate_within(8, 2848 + 1024), nullptr);
-  EXPECT_EQ(mem.bytes_allocated(), 3872u);
-  EXPECT_EQ(a.allocate_within(5000, 3872 + 4999), nullptr);
-  EXPECT_NE(a.allocate_within(5000, 3872 + 5000), nullptr);
-  EXPECT_EQ(mem.bytes_allocated(), 8872u);
+  EXPECT_EQ(a.allocate_within(8, 1992 + 1023), nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 1992u);
+  EXPECT_EQ(a.next_chunk_bytes(8), 1024u);
+  EXPECT_NE(a.allocate_within(8, 1992 + 1024), nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 3016u);
+  EXPECT_EQ(a.allocate_within(5000, 3016 + 4999), nullptr);
+  EXPECT_NE(a.allocate_within(5000, 3016 + 5000), nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 8016u);
+  // forget() starts over at the first chunk size.
   a.forget();
   mem.release_all();
   EXPECT_EQ(mem.bytes_allocated(), 0u);
+  EXPECT_EQ(a.next_chunk_bytes(8), 256u);
+  uint8_t* q = a.allocate(8);
+  EXPECT_NE(q, nullptr);
+  EXPECT_EQ(mem.bytes_allocated(), 256u);
+  a.forget();
+  mem.release_all();
+}
+
+namespace {
+// Sizes of the chunks an arena with the given max takes for a stream of
+// small (8-byte) requests, until `nchunks` have been taken.
+std::vector<size_t> chunk_sizes(size_t max_chunk, size_t nchunks, ChunkArena* reuse = nullptr,
+                                TrackingSource* reuse_mem = nullptr) {
+  TrackingSource own_mem;
+  ChunkArena own;
+  TrackingSource& mem = reuse_mem ? *reuse_mem : own_mem;
+  ChunkArena& a = reuse ? *reuse : own;
+  if (!reuse) a.init(&mem, max_chunk);
+  std::vector<size_t> sizes;
+  while (sizes.size() < nchunks) {
+    size_t before = mem.bytes_allocated();
+    size_t predicted = a.next_chunk_bytes(8);
+    a.allocate(8);
+    if (mem.bytes_allocated() != before) {
+      EXPECT_EQ(mem.bytes_allocated() - before, predicted);  // next_chunk_bytes told the truth
+      sizes.push_back(mem.bytes_allocated() - before);
+    }
+  }
+  if (!reuse) mem.release_all();
+  return sizes;
+}
+}  // namespace
+
+TEST(ChunkArena, ChunksStartAt256AndDoubleToTheMax) {
+  EXPECT_EQ(chunk_sizes(64 * 1024, 11),
+            (std::vector<size_t>{256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 65536, 65536}));
+  EXPECT_EQ(chunk_sizes(1024, 5), (std::vector<size_t>{256, 512, 1024, 1024, 1024}));
+  // A max that is not 256 * 2^k is reached exactly, not passed.
+  EXPECT_EQ(chunk_sizes(1000, 4), (std::vector<size_t>{256, 512, 1000, 1000}));
+  EXPECT_EQ(chunk_sizes(256, 3), (std::vector<size_t>{256, 256, 256}));
+  // A max below the first size caps the first chunk too.
+  EXPECT_EQ(chunk_sizes(100, 3), (std::vector<size_t>{100, 100, 100}));
+
+  // forget() restarts the doubling (a spilled table starts small again).
+  TrackingSource mem;
+  ChunkArena a;
+  a.init(&mem, 64 * 1024);
+  EXPECT_EQ(chunk_sizes(0, 6, &a, &mem), (std::vector<size_t>{256, 512, 1024, 2048, 4096, 8192}));
+  a.forget();
+  mem.release_all();
+  EXPECT_EQ(chunk_sizes(0, 3, &a, &mem), (std::vector<size_t>{256, 512, 1024}));
+  a.forget();
+  mem.release_all();
+  // init() also starts over, with the new max.
+  a.init(&mem, 2048);
+  EXPECT_EQ(chunk_sizes(0, 5, &a, &mem), (std::vector<size_t>{256, 512, 1024, 2048, 2048}));
+  a.forget();
+  mem.release_all();
+}
+
+namespace {
+struct Wide {  // makes sizeof(Entry) 48, so slot arrays (48 * 2^k) are never chunk-sized
+  int64_t a = 0, b = 0, c = 0;
+};
+}  // namespace
+
+TEST(ChunkArena, KeyedTableArenaMaxIsBudgetOver16Clamped) {
+  using WTable = KeyedTable<Wide>;
+  static_assert(sizeof(WTable::Entry) == 48);
+  auto is_slot_array = [](size_t n) {
+    if (n % sizeof(WTable::Entry)) return false;
+    size_t k = n / sizeof(WTable::Entry);
+    return k >= WTable::kMinSlots && (k & (k - 1)) == 0;
+  };
+  struct Case {
+    size_t budget, max_chunk;
+  };
+  // chunk_bytes = clamp(budget / 16, 1 KiB, 64 KiB)
+  for (Case c : {Case{12000, 1024}, Case{32 * 1024, 2048}, Case{100000, 6250}, Case{1 << 20, 65536},
+                 Case{size_t{1} << 26, 65536}}) {
+    TrackingSource mem;
+    WTable t;
+    t.init(&mem, c.budget, false, kBytewise);
+    bool ins;
+    for (uint64_t i = 0; i < 100000; ++i) {
+      // 64-byte keys (a quarter of the first chunk: they share chunks), so
+      // key bytes, not slot arrays, fill the budget.
+      std::string k = u64key(mix64(i)) + std::string(56, 'k');
+      if (!t.find_or_insert(mix64(i), kv(k), &ins)) break;
+    }
+    std::vector<size_t> chunks;
+    for (size_t n : mem.requests())
+      if (!is_slot_array(n)) chunks.push_back(n);
+    ASSERT_FALSE(chunks.empty());
+    // 256, 512, ... doubling, capped at (and reaching) the max.
+    size_t expect = ChunkArena::kFirstChunk;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      ASSERT_EQ(chunks[i], expect) << "budget " << c.budget << " chunk " << i;
+      expect = std::min(expect * 2, c.max_chunk);
+    }
+    EXPECT_EQ(chunks.back(), c.max_chunk) << "budget " << c.budget;
+    EXPECT_LE(mem.peak(), c.budget);
+    t.clear();
+  }
 }

@@ -39,6 +39,7 @@ class TrackingSource final : public spillagg::MemorySource {
 
   void* allocate(size_t bytes) override {
     ++allocations_;
+    requests_.push_back(bytes);
     if (bytes > max_request_) max_request_ = bytes;
     if (fail_after_ >= 0) {
       if (fail_after_ == 0) throw std::bad_alloc();
@@ -86,6 +87,8 @@ class TrackingSource final : public spillagg::MemorySource {
   size_t releases() const { return releases_; }
   size_t release_alls() const { return release_alls_; }
   size_t max_request() const { return max_request_; }
+  // The size of every allocate() call so far, in order.
+  const std::vector<size_t>& requests() const { return requests_; }
 
  private:
   void free_everything() {
@@ -95,6 +98,7 @@ class TrackingSource final : public spillagg::MemorySource {
   }
 
   std::unordered_map<void*, size_t> blocks_;
+  std::vector<size_t> requests_;
   size_t bytes_ = 0, peak_ = 0;
   size_t allocations_ = 0, releases_ = 0, release_alls_ = 0, max_request_ = 0;
   long fail_after_ = -1;
