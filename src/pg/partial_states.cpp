@@ -64,11 +64,19 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
 // Merges every key of `other` (a live state or serialized bytes) into `into`.
 template <class State>
 void combine_into(FunctionCallInfo fcinfo, KeyedAgg<State>* into, KeyedAggHeader* other) {
-  if (other->serialized && static_cast<SerializedState*>(other)->key_type != into->key->type)
+  // Same key type and collation (else keys would not compare alike), same
+  // value type (it decides the result type) and same k.
+  Oid key_type = other->serialized ? static_cast<SerializedState*>(other)->key_type : other->key->type;
+  Oid collation = other->serialized ? static_cast<SerializedState*>(other)->collation : other->key->collation;
+  if (key_type != into->key->type || collation != into->key->collation ||
+      other->value_type != into->value_type || other->limit != into->limit)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("cannot combine spillagg states with keys of types %s and %s",
-                           format_type_be(static_cast<SerializedState*>(other)->key_type),
-                           format_type_be(into->key->type))));
+                    errmsg("cannot combine spillagg states made differently"),
+                    errdetail("Keys of type %s and %s, values of type %s and %s, k %d and %d, collations %u and %u.",
+                              format_type_be(into->key->type), format_type_be(key_type),
+                              OidIsValid(into->value_type) ? format_type_be(into->value_type) : "-",
+                              OidIsValid(other->value_type) ? format_type_be(other->value_type) : "-",
+                              into->limit, other->limit, into->key->collation, collation)));
   KeyStream<State> keys(fcinfo, other, "spillagg_combine");
   uint64_t h;
   KeyView k;

@@ -15,6 +15,27 @@ namespace spillagg {
   pg_unreachable();
 }
 
+// The value types each state kind is made from (top_k's "value" is its k).
+static bool value_type_fits(uint8 tag, Oid value_type) {
+  switch (tag) {
+    case Presence::kTag:
+    case Count::kTag:
+      return value_type == InvalidOid || value_type == INT4OID;
+    case IntSum::kTag:
+    case IntMoments::kTag:
+    case Extreme<int64_t, false>::kTag:
+    case Extreme<int64_t, true>::kTag:
+      return value_type == INT2OID || value_type == INT4OID || value_type == INT8OID;
+    case FloatSum::kTag:
+    case FloatMoments::kTag:
+    case Extreme<double, false>::kTag:
+    case Extreme<double, true>::kTag:
+      return value_type == FLOAT4OID || value_type == FLOAT8OID;
+    default:
+      return value_type == NUMERICOID;
+  }
+}
+
 SerializedState* parse_state_bytes(const bytea* b) {
   SerializedState* ss = static_cast<SerializedState*>(palloc0(sizeof(SerializedState)));
   uint32 magic = 0;
@@ -38,6 +59,10 @@ SerializedState* parse_state_bytes(const bytea* b) {
     ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
                     errmsg("invalid spillagg state: format version %d, expected %d", version,
                            kStateFormatVersion)));
+  if (!value_type_fits(ss->state_tag, ss->value_type)) invalid_state("its value type does not match its kind");
+  if (OidIsValid(ss->collation) && !SearchSysCacheExists1(COLLOID, ObjectIdGetDatum(ss->collation)))
+    invalid_state("its collation does not exist in this database");
+  if (ss->limit < 0) invalid_state("negative k");
   ss->serialized = true;
   return ss;
 }
