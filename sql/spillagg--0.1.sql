@@ -215,7 +215,7 @@ CREATE TYPE spillagg_state (
 COMMENT ON TYPE spillagg_state IS 'a stored spillagg aggregate state: every key with its mergeable state';
 
 CREATE FUNCTION spillagg_to_state(internal) RETURNS spillagg_state
-AS 'MODULE_PATHNAME', 'spillagg_serialize' LANGUAGE C STRICT PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_to_state' LANGUAGE C STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION spillagg_to_state(internal) IS 'final function of the *_state aggregates and rollup';
 
 CREATE FUNCTION spillagg_rollup_transfn(internal, spillagg_state) RETURNS internal
@@ -257,8 +257,8 @@ CREATE AGGREGATE top_k_state(anyelement, integer) (
 COMMENT ON AGGREGATE top_k_state(anyelement, integer) IS 'top_k as a stored state of all counts (finish with top_k_final)';
 
 CREATE FUNCTION count_distinct_final(spillagg_state) RETURNS bigint
-AS 'MODULE_PATHNAME', 'spillagg_count_distinct_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION count_distinct_final(spillagg_state) IS 'number of distinct keys in a stored state (of any kind)';
+AS 'MODULE_PATHNAME', 'spillagg_count_distinct_finalfn' LANGUAGE C CALLED ON NULL INPUT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION count_distinct_final(spillagg_state) IS 'number of distinct keys in a stored state (of any kind); 0 for NULL, as count_distinct over no rows';
 
 CREATE FUNCTION count_map_final(spillagg_state) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;

@@ -55,6 +55,7 @@ void KeyType::init(Oid t, Oid coll, MemoryContext c) {
   fmgr_info_cxt(out, &out_fn, c);
   scratch = nullptr;
   scratch_cap = 0;
+  binary_io_ready = false;
 }
 
 KeyView KeyType::bytes_of(Datum d) {
@@ -121,6 +122,38 @@ char* KeyType::output(KeyView k) {
     case TIMESTAMPTZOID: return JsonEncodeDateTime(nullptr, d, json_key_type, nullptr);
     default: return OutputFunctionCall(&out_fn, d);
   }
+}
+
+void KeyType::init_binary_io() {
+  if (binary_io_ready) return;
+  Oid send, recv;
+  bool varlena;
+  getTypeBinaryOutputInfo(type, &send, &varlena);  // ERRORs if the type has none
+  getTypeBinaryInputInfo(type, &recv, &recv_ioparam);
+  fmgr_info_cxt(send, &send_fn, cxt);
+  fmgr_info_cxt(recv, &recv_fn, cxt);
+  binary_io_ready = true;
+}
+
+bytea* KeyType::send(KeyView k) {
+  init_binary_io();
+  return SendFunctionCall(&send_fn, datum_of(k));
+}
+
+KeyView KeyType::receive(const uint8* p, uint32 len) {
+  init_binary_io();
+  StringInfoData buf;
+  buf.data = static_cast<char*>(palloc(len + 1));
+  memcpy(buf.data, p, len);
+  buf.data[len] = '\0';
+  buf.len = static_cast<int>(len);
+  buf.maxlen = static_cast<int>(len + 1);
+  buf.cursor = 0;
+  Datum d = ReceiveFunctionCall(&recv_fn, &buf, recv_ioparam, -1);
+  if (buf.cursor != buf.len)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+                    errmsg("invalid spillagg state: malformed key of type %s", format_type_be(type))));
+  return bytes_of(d);
 }
 
 bool KeyType::equal(void* self, KeyView a, KeyView b) {

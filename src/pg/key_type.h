@@ -33,6 +33,10 @@ struct KeyType {
   uint8* scratch;      // bytes of the current short-header varlena key
   size_t scratch_cap;
   MemoryContext cxt;   // lives as long as the query
+  bool binary_io_ready;
+  FmgrInfo send_fn;
+  FmgrInfo recv_fn;
+  Oid recv_ioparam;
 
   // May raise a PostgreSQL ERROR (type without hash opclass).
   void init(Oid type, Oid collation, MemoryContext cxt);
@@ -47,9 +51,14 @@ struct KeyType {
   // The key as a JSON object key: as jsonb_object_agg makes it (true/false,
   // ISO 8601 dates and timestamps), otherwise the type's text output.
   char* output(KeyView k);
+  // The key in its type's binary send format, and back through the type's
+  // receive function (which validates untrusted bytes). PostgreSQL ERRORs.
+  bytea* send(KeyView k);
+  KeyView receive(const uint8* p, uint32 len);
 
  private:
   static bool equal(void* self, KeyView a, KeyView b);  // through pg_call
+  void init_binary_io();
 };
 
 }  // namespace spillagg

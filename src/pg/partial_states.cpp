@@ -10,6 +10,7 @@
 
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_serialize);
+PG_FUNCTION_INFO_V1(spillagg_to_state);
 PG_FUNCTION_INFO_V1(spillagg_deserialize);
 PG_FUNCTION_INFO_V1(spillagg_combine);
 PG_FUNCTION_INFO_V1(spillagg_rollup_transfn);
@@ -33,7 +34,7 @@ class StringInfoSink final : public ByteSink {
 };
 
 template <class State>
-bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfoSpaces(&buf, VARHDRSZ);
@@ -50,11 +51,18 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
     w.fixed<uint32>(keys.key->collation);
     w.fixed<uint32>(h->value_type);
     w.fixed<int32>(h->limit);
+    w.fixed<uint8>(key_format);
   });
   uint64_t hash;
   KeyView k;
   State st;
-  while (keys.next(&hash, &k, &st)) run_core([&] { write_run_record(w, hash, k, st); });
+  while (keys.next(&hash, &k, &st)) {
+    if (key_format == kKeysPortable) {
+      bytea* sent = keys.key->send(k);
+      k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
+    }
+    run_core([&] { write_run_record(w, hash, k, st); });
+  }
   run_core([&] { w.flush(); });
   keys.close();
   SET_VARSIZE(buf.data, buf.len);
@@ -110,17 +118,25 @@ Datum combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* int
 
 }  // namespace
 
-// Also the final function of every *_state aggregate.
-Datum spillagg_serialize(PG_FUNCTION_ARGS) {
+static Datum serialize_state(FunctionCallInfo fcinfo, uint8 key_format) {
   KeyedAggHeader* h = reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
   return with_state_type(h->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
-    PG_RETURN_BYTEA_P(serialize<State>(fcinfo, h));
+    PG_RETURN_BYTEA_P(serialize<State>(fcinfo, h, key_format));
   });
 }
 
+// Partial states between parallel workers: keys as in-memory images.
+Datum spillagg_serialize(PG_FUNCTION_ARGS) { return serialize_state(fcinfo, kKeysImage); }
+
+// The final function of every *_state aggregate and of rollup: a
+// spillagg_state, with keys in their type's binary send format.
+Datum spillagg_to_state(PG_FUNCTION_ARGS) { return serialize_state(fcinfo, kKeysPortable); }
+
 // Only checks the header: the combine step checks each record as it reads it.
-Datum spillagg_deserialize(PG_FUNCTION_ARGS) { PG_RETURN_POINTER(parse_state_bytes(PG_GETARG_BYTEA_PP(0))); }
+Datum spillagg_deserialize(PG_FUNCTION_ARGS) {
+  PG_RETURN_POINTER(parse_state_bytes(PG_GETARG_BYTEA_PP(0), false));
+}
 
 Datum spillagg_combine(PG_FUNCTION_ARGS) {
   MemoryContext aggcxt;
@@ -144,5 +160,5 @@ Datum spillagg_rollup_transfn(PG_FUNCTION_ARGS) {
     PG_RETURN_POINTER(PG_GETARG_POINTER(0));
   }
   KeyedAggHeader* into = PG_ARGISNULL(0) ? nullptr : reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
-  return combine(fcinfo, aggcxt, into, parse_state_bytes(PG_GETARG_BYTEA_PP(1)));
+  return combine(fcinfo, aggcxt, into, parse_state_bytes(PG_GETARG_BYTEA_PP(1), true));
 }

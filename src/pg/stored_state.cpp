@@ -36,7 +36,7 @@ static bool value_type_fits(uint8 tag, Oid value_type) {
   }
 }
 
-SerializedState* parse_state_bytes(const bytea* b) {
+SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
   SerializedState* ss = static_cast<SerializedState*>(palloc0(sizeof(SerializedState)));
   uint32 magic = 0;
   uint8 version = 0;
@@ -50,6 +50,7 @@ SerializedState* parse_state_bytes(const bytea* b) {
         ss->collation = r.fixed<uint32>();
         ss->value_type = r.fixed<uint32>();
         ss->limit = r.fixed<int32>();
+        ss->key_format = r.fixed<uint8>();
         ss->records = r.position();
         ss->len = r.remaining();
       },
@@ -63,13 +64,15 @@ SerializedState* parse_state_bytes(const bytea* b) {
   if (OidIsValid(ss->collation) && !SearchSysCacheExists1(COLLOID, ObjectIdGetDatum(ss->collation)))
     invalid_state("its collation does not exist in this database");
   if (ss->limit < 0) invalid_state("negative k");
+  if (ss->key_format != kKeysPortable && (require_portable || ss->key_format != kKeysImage))
+    invalid_state("unknown key format");
   ss->serialized = true;
   return ss;
 }
 
 KeyedAggHeader* state_argument(FunctionCallInfo fcinfo) {
   if (AggCheckCallContext(fcinfo, nullptr)) return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
-  return parse_state_bytes(PG_GETARG_BYTEA_PP(0));
+  return parse_state_bytes(PG_GETARG_BYTEA_PP(0), true);
 }
 
 KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss) {
@@ -109,17 +112,28 @@ void wrong_state_kind(const char* consumer) {
   pg_unreachable();
 }
 
-void validate_state(const SerializedState* ss) {
-  if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
-    invalid_state("its key type does not exist in this database");
-  int16 typlen = get_typlen(ss->key_type);
+KeyView serialized_key(KeyType* kt, const SerializedState* ss, KeyView raw, uint8** aligned, size_t* cap) {
+  if (ss->key_format == kKeysPortable) return kt->receive(raw.data, raw.len);
+  // An image from a parallel worker of this query: aligned copy, shape check.
+  if (raw.len > *cap) {
+    *cap = Max(raw.len, 2 * *cap);
+    *aligned = static_cast<uint8*>(repalloc(*aligned, *cap));
+  }
+  memcpy(*aligned, raw.data, raw.len);
+  KeyView k{*aligned, raw.len};
+  check_key_shape(kt->type, kt->typlen, k);
+  return k;
+}
+
+void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss) {
+  KeyType* kt = stored_key_type(fcinfo, ss);
   with_state_type(ss->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
     const uint8* pos = ss->records;
     const uint8* end = ss->records + ss->len;
     while (pos < end) {
-      uint64 h;
-      KeyView k;
+      uint64 h = 0;
+      KeyView k{nullptr, 0};
       State st;
       run_core(
           [&] {
@@ -128,7 +142,7 @@ void validate_state(const SerializedState* ss) {
             pos = r.position();
           },
           ERRCODE_INVALID_BINARY_REPRESENTATION);
-      check_key_shape(ss->key_type, typlen, k);
+      kt->receive(k.data, k.len);
     }
     return (Datum)0;
   });
@@ -139,19 +153,19 @@ void validate_state(const SerializedState* ss) {
 using namespace spillagg;
 
 // spillagg_state: text form as bytea's hex ("\x..."), binary form the bytes.
-static Datum checked_state(bytea* b) {
-  validate_state(parse_state_bytes(b));
+static Datum checked_state(FunctionCallInfo fcinfo, bytea* b) {
+  validate_state(fcinfo, parse_state_bytes(b, true));
   PG_RETURN_BYTEA_P(b);
 }
 
 Datum spillagg_state_in(PG_FUNCTION_ARGS) {
-  return checked_state(DatumGetByteaPP(DirectFunctionCall1(byteain, PG_GETARG_DATUM(0))));
+  return checked_state(fcinfo, DatumGetByteaPP(DirectFunctionCall1(byteain, PG_GETARG_DATUM(0))));
 }
 
 Datum spillagg_state_out(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteaout, PG_GETARG_DATUM(0)); }
 
 Datum spillagg_state_recv(PG_FUNCTION_ARGS) {
-  return checked_state(DatumGetByteaPP(DirectFunctionCall1(bytearecv, PG_GETARG_DATUM(0))));
+  return checked_state(fcinfo, DatumGetByteaPP(DirectFunctionCall1(bytearecv, PG_GETARG_DATUM(0))));
 }
 
 Datum spillagg_state_send(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteasend, PG_GETARG_DATUM(0)); }

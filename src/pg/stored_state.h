@@ -2,12 +2,15 @@
 // workers, and the value of the spillagg_state type (two-step aggregation).
 //
 //   "SPAG" | u8 format version | u8 state tag | u32 key type | u32 collation
-//   | u32 value type | i32 limit | records...
+//   | u32 value type | i32 limit | u8 key format | records...
 //
 // Records are the run records of spilling_table.h, one per distinct key
-// with its merged state, in hash order. Everything read from such bytes is
-// checked before use: a truncated, corrupt or foreign state is an ERROR
-// (22P03), never a crash.
+// with its merged state, in hash order. Keys are the in-memory image between
+// parallel workers (kKeysImage: bytes that never leave the server), but the
+// type's binary send format in a spillagg_state (kKeysPortable), read back
+// through its receive function, which validates them as it does any client
+// input. Everything else is checked as it is read: a truncated, corrupt or
+// foreign state is an ERROR (22P03), never a crash.
 #pragma once
 
 #include "postgres_api.h"
@@ -18,17 +21,21 @@ namespace spillagg {
 
 constexpr uint32 kStateMagic = 0x47415053;  // "SPAG"
 constexpr uint8 kStateFormatVersion = 1;
+constexpr uint8 kKeysImage = 0;
+constexpr uint8 kKeysPortable = 1;
 
 // A state known only by its bytes (KeyedAggHeader::serialized is true).
 struct SerializedState : KeyedAggHeader {
   Oid key_type;
   Oid collation;
+  uint8 key_format;
   const uint8* records;
   size_t len;
 };
 
 // Parses and checks the header; the records are checked as they are read.
-SerializedState* parse_state_bytes(const bytea* b);
+// A spillagg_state value must have portable keys.
+SerializedState* parse_state_bytes(const bytea* b, bool require_portable);
 
 // The header of a state argument: an aggregate's internal state when called
 // as an aggregate's final function, else a spillagg_state value parsed.
@@ -40,10 +47,12 @@ KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss);
 // A serialized key must have the shape of its type before it is a Datum.
 void check_key_shape(Oid type, int16 typlen, KeyView k);
 
-// Checks every record of a state (for spillagg_state input): structure,
-// state encodings, key sizes. Key bytes are trusted to be values of the
-// recorded key type, as PostgreSQL trusts its own on-disk values.
-void validate_state(const SerializedState* ss);
+// Checks every record of a spillagg_state: structure, state encodings, and
+// each key through its type's receive function.
+void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss);
+
+// A serialized key as key bytes (an aligned image of the key type).
+KeyView serialized_key(KeyType* kt, const SerializedState* ss, KeyView raw, uint8** aligned, size_t* cap);
 
 [[noreturn]] void wrong_state_kind(const char* consumer);
 
@@ -91,6 +100,7 @@ class KeyStream {
       return;
     }
     SerializedState* ss = static_cast<SerializedState*>(h);
+    ss_ = ss;
     agg_ = nullptr;
     key = stored_key_type(fcinfo, ss);
     pos_ = ss->records;
@@ -113,13 +123,7 @@ class KeyStream {
           pos_ = r.position();
         },
         ERRCODE_INVALID_BINARY_REPRESENTATION);
-    if (k->len > aligned_cap_) {  // keys are read as Datums: give them aligned memory
-      aligned_cap_ = Max(k->len, 2 * aligned_cap_);
-      aligned_ = static_cast<uint8*>(repalloc(aligned_, aligned_cap_));
-    }
-    memcpy(aligned_, k->data, k->len);
-    k->data = aligned_;
-    check_key_shape(key->type, key->typlen, *k);
+    *k = serialized_key(key, ss_, *k, &aligned_, &aligned_cap_);
     return true;
   }
 
@@ -132,6 +136,7 @@ class KeyStream {
 
  private:
   KeyedAgg<State>* agg_;
+  SerializedState* ss_ = nullptr;
   const uint8* pos_ = nullptr;
   const uint8* end_ = nullptr;
   uint8* aligned_ = nullptr;
