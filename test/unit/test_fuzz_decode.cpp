@@ -37,7 +37,7 @@ Decimal random_decimal(std::mt19937_64& rng) {
 
 NumericValue random_numeric(std::mt19937_64& rng) {
   NumericValue v;
-  v.kind = static_cast<uint8_t>(rng() % 8 == 0 ? rng() % 4 : NumericValue::kFinite);
+  v.kind = static_cast<uint8_t>(rng() % 8 == 0 ? rng() % 4 : uint64_t{NumericValue::kFinite});
   if (v.kind == NumericValue::kFinite) v.d = random_decimal(rng);
   return v;
 }
