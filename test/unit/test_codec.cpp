@@ -17,21 +17,11 @@ using spillagg_test::VecSink;
 namespace {
 
 std::vector<uint8_t> encode_varint(uint64_t v) {
-  VecSink sink;
-  uint8_t buf[16];
-  Writer w(&sink, buf, sizeof buf);
-  w.varint(v);
-  w.flush();
-  return sink.data;
+  return spillagg_test::encoded([&](Writer& w) { w.varint(v); });
 }
 
 std::vector<uint8_t> encode_svarint(int64_t v) {
-  VecSink sink;
-  uint8_t buf[16];
-  Writer w(&sink, buf, sizeof buf);
-  w.svarint(v);
-  w.flush();
-  return sink.data;
+  return spillagg_test::encoded([&](Writer& w) { w.svarint(v); });
 }
 
 size_t expected_varint_len(uint64_t v) {

@@ -12,19 +12,11 @@
 
 #include "spilling_table.h"
 #include "states.h"
+#include "test_support.h"
 
 using namespace spillagg;
 
 namespace {
-
-class VecSink final : public ByteSink {
- public:
-  std::vector<uint8_t> bytes;
-  void write(const void* p, size_t n) override {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    bytes.insert(bytes.end(), b, b + n);
-  }
-};
 
 Decimal random_decimal(std::mt19937_64& rng) {
   Decimal d;
@@ -67,17 +59,14 @@ State random_state(std::mt19937_64& rng) {
 
 template <class State>
 std::vector<uint8_t> valid_records(std::mt19937_64& rng, int n) {
-  VecSink sink;
-  uint8_t buf[512];
-  Writer w(&sink, buf, sizeof buf);
-  for (int i = 0; i < n; ++i) {
-    uint8_t key[24];
-    uint32_t len = static_cast<uint32_t>(rng() % sizeof key);
-    for (uint32_t j = 0; j < len; ++j) key[j] = static_cast<uint8_t>(rng());
-    write_run_record(w, rng(), KeyView{key, len}, random_state<State>(rng));
-  }
-  w.flush();
-  return sink.bytes;
+  return spillagg_test::encoded([&](Writer& w) {
+    for (int i = 0; i < n; ++i) {
+      uint8_t key[24];
+      uint32_t len = static_cast<uint32_t>(rng() % sizeof key);
+      for (uint32_t j = 0; j < len; ++j) key[j] = static_cast<uint8_t>(rng());
+      write_run_record(w, rng(), KeyView{key, len}, random_state<State>(rng));
+    }
+  });
 }
 
 // Decodes all records; returns how many, or -1 if the bytes were rejected.

@@ -26,21 +26,11 @@ namespace {
 
 template <class State>
 std::vector<uint8_t> encode(const State& s) {
-  VecSink sink;
-  uint8_t buf[64];
-  Writer w(&sink, buf, sizeof buf);
-  s.encode(w);
-  w.flush();
-  return sink.data;
+  return spillagg_test::encoded([&](Writer& w) { s.encode(w); });
 }
 
 std::vector<uint8_t> raw_varint(uint64_t v) {
-  VecSink sink;
-  uint8_t buf[16];
-  Writer w(&sink, buf, sizeof buf);
-  w.varint(v);
-  w.flush();
-  return sink.data;
+  return spillagg_test::encoded([&](Writer& w) { w.varint(v); });
 }
 
 }  // namespace

@@ -223,6 +223,17 @@ struct VecSink final : spillagg::ByteSink {
   }
 };
 
+// The bytes f(writer) writes through a Writer.
+template <class F>
+std::vector<uint8_t> encoded(F&& f) {
+  VecSink sink;
+  uint8_t buf[256];
+  spillagg::Writer w(&sink, buf, sizeof buf);
+  f(w);
+  w.flush();
+  return sink.data;
+}
+
 // --- helpers ---
 
 inline KeyView kv(const std::string& s) {
