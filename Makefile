@@ -2,7 +2,7 @@
 EXTENSION  = spillagg
 MODULE_big = spillagg
 DATA       = sql/spillagg--0.1.sql
-OBJS       = src/core/states.o src/core/decimal.o src/pg/module.o src/pg/key_type.o src/pg/tape_store.o \
+OBJS       = src/core/states.o src/core/decimal.o src/pg/module.o src/pg/key_type.o src/pg/temp_file_store.o \
              src/pg/count_aggs.o src/pg/map_aggs.o src/pg/top_k.o \
              src/pg/partial_states.o src/pg/query_budget.o \
              src/pg/stored_state.o

@@ -198,7 +198,7 @@ SELECT * FROM fam_report('fam_data', 'kt', '0', :text_pairs, '{64,1GB}');
 -- Per group: GROUP BY g, 200 groups of 100 rows (the first 20000 rows),
 -- sorted and hashed, each group's map against PostgreSQL's (FULL JOIN on
 -- the group).  At 64 kB the 200 hashed states share the budget and spill.
-CREATE VIEW fam_g AS SELECT * FROM fam_data WHERE i <= 20000;
+CREATE VIEW fam_g AS SELECT * FROM fam_data WHERE i <= 40000;
 \set group_pairs 'ARRAY[''v4 avg_map'', ''v8 sum_map'', ''vr max_map'', ''vf stddev_map'', ''vn variance_map'']'
 CALL fam_native('fam_g', 'k', 'g', :group_pairs);
 SELECT * FROM fam_report('fam_g', 'k', 'g', :group_pairs, '{64/sort,64/hash,1GB/sort,1GB/hash}');

@@ -1,5 +1,11 @@
 // Open-addressing (linear probing) hash table from key bytes to a State.
 //
+// A key's home slot is hash * nslots / 2^64, which grows with the hash, so
+// the slot array is already nearly in hash order: a spill sorts it by
+// hash (the run order) in about linear time. The slot count is whatever fits
+// the block the MemorySource hands out (MemorySource::usable_size), not a
+// power of two, so a power-of-two allocator wastes nothing.
+//
 // Keys are opaque byte strings ("images") with a 64-bit hash computed by the
 // caller. Two keys are equal when their bytes are equal, or, for types whose
 // equality is not bytewise (numeric, case-insensitive collations...), when
@@ -56,7 +62,7 @@ class KeyedTable {
     arena_.init(src, std::clamp<size_t>(budget_bytes / 16, 1024, 64 * 1024));
     slots_ = nullptr;
     count_ = 0;
-    mask_ = 0;
+    nslots_ = 0;
   }
 
   size_t size() const { return count_; }
@@ -69,9 +75,9 @@ class KeyedTable {
   // would exceed the budget: the caller spills and tries again. An empty
   // table always accepts, so a single key larger than the budget still works.
   Entry* find_or_insert(uint64_t hash, KeyView key, bool* inserted) {
-    if (!slots_) allocate_slots(kMinSlots);
-    size_t i = hash & mask_;
-    for (;; i = (i + 1) & mask_) {
+    if (!slots_) allocate_slots(kMinSlots * sizeof(Entry));
+    size_t i = home(hash);
+    for (;; i = next(i)) {
       Entry& e = slots_[i];
       if (e.key_len == kEmpty) break;
       if (e.hash == hash && equal(e, key)) {
@@ -82,8 +88,8 @@ class KeyedTable {
     // New key: refused when over budget (unless it would be the only one);
     // grow first if the load factor would pass 3/4.
     if (count_ > 0 && src_->bytes_allocated() > budget_) return nullptr;
-    if ((count_ + 1) * 4 > (mask_ + 1) * 3) {
-      size_t grown = (mask_ + 1) * 2 * sizeof(Entry);
+    if ((count_ + 1) * 4 > nslots_ * 3) {
+      size_t grown = src_->usable_size(nslots_ * 2 * sizeof(Entry));
       if (count_ > 0 && src_->bytes_allocated() + grown > budget_) return nullptr;
       grow();
       return find_or_insert(hash, key, inserted);
@@ -108,7 +114,8 @@ class KeyedTable {
 
   // What the first insert into an empty table allocates.
   size_t first_insert_bytes(uint32_t key_len) const {
-    return kMinSlots * sizeof(Entry) + (inline_keys_ ? 0 : arena_.next_chunk_bytes(key_len));
+    return src_->usable_size(kMinSlots * sizeof(Entry)) +
+           (inline_keys_ ? 0 : arena_.next_chunk_bytes(key_len));
   }
 
   KeyView key_of(const Entry& e) const {
@@ -121,10 +128,34 @@ class KeyedTable {
   // next insert.
   Entry* pack(bool sort_by_hash) {
     if (!slots_) return nullptr;
-    size_t n = 0;
-    for (size_t i = 0; i <= mask_; ++i)
+    if (!sort_by_hash) {
+      size_t n = 0;
+      for (size_t i = 0; i < nslots_; ++i)
+        if (slots_[i].key_len != kEmpty) slots_[n++] = slots_[i];
+      return slots_;
+    }
+    // Probes that ran past the last slot wrapped round to the leading
+    // cluster: gather those entries (the largest hashes) at the front,
+    // compact the rest behind them, then rotate them to the back.
+    size_t wrapped = 0;
+    for (size_t i = 0; i < nslots_ && slots_[i].key_len != kEmpty; ++i)
+      if (home(slots_[i].hash) > i) std::swap(slots_[i], slots_[wrapped++]);
+    size_t n = wrapped;
+    for (size_t i = wrapped; i < nslots_; ++i)
       if (slots_[i].key_len != kEmpty) slots_[n++] = slots_[i];
-    if (sort_by_hash)
+    std::rotate(slots_, slots_ + wrapped, slots_ + n);
+    // Entries are now in home order, so in hash order but for the few that
+    // probing displaced within a cluster: insertion sort, with std::sort as
+    // the fallback should a bad hash make the clusters long.
+    size_t moves = 0;
+    for (size_t i = 1; i < n && moves <= 8 * n; ++i) {
+      Entry e = slots_[i];
+      size_t j = i;
+      for (; j > 0 && slots_[j - 1].hash > e.hash; --j) slots_[j] = slots_[j - 1];
+      slots_[j] = e;
+      moves += i - j;
+    }
+    if (moves > 8 * n)
       std::sort(slots_, slots_ + n, [](const Entry& a, const Entry& b) { return a.hash < b.hash; });
     return slots_;
   }
@@ -133,7 +164,7 @@ class KeyedTable {
   template <class F>
   void for_each(F&& f) const {
     if (!slots_) return;
-    for (size_t i = 0; i <= mask_; ++i)
+    for (size_t i = 0; i < nslots_; ++i)
       if (slots_[i].key_len != kEmpty) f(slots_[i]);
   }
 
@@ -143,10 +174,15 @@ class KeyedTable {
     arena_.forget();
     slots_ = nullptr;
     count_ = 0;
-    mask_ = 0;
+    nslots_ = 0;
   }
 
  private:
+  size_t home(uint64_t hash) const {
+    return static_cast<size_t>((static_cast<unsigned __int128>(hash) * nslots_) >> 64);
+  }
+  size_t next(size_t i) const { return i + 1 == nslots_ ? 0 : i + 1; }
+
   bool equal(const Entry& e, KeyView k) const {
     if (e.key_len != k.len && !eq_.equal) return false;
     if (inline_keys_) return std::memcmp(e.key.bytes, k.data, k.len) == 0;
@@ -154,20 +190,22 @@ class KeyedTable {
     return eq_.equal(eq_.ctx, KeyView{e.key.ptr, e.key_len}, k);
   }
 
-  void allocate_slots(size_t n) {
-    slots_ = static_cast<Entry*>(src_->allocate(n * sizeof(Entry)));
-    for (size_t i = 0; i < n; ++i) slots_[i].key_len = kEmpty;
-    mask_ = n - 1;
+  // A slot array of at least `bytes`, using all of the block it gets.
+  void allocate_slots(size_t bytes) {
+    bytes = src_->usable_size(bytes);
+    slots_ = static_cast<Entry*>(src_->allocate(bytes));
+    nslots_ = bytes / sizeof(Entry);
+    for (size_t i = 0; i < nslots_; ++i) slots_[i].key_len = kEmpty;
   }
 
   void grow() {
     Entry* old = slots_;
-    size_t old_n = mask_ + 1;
-    allocate_slots(old_n * 2);
+    size_t old_n = nslots_;
+    allocate_slots(old_n * 2 * sizeof(Entry));
     for (size_t j = 0; j < old_n; ++j) {
       if (old[j].key_len == kEmpty) continue;
-      size_t i = old[j].hash & mask_;
-      while (slots_[i].key_len != kEmpty) i = (i + 1) & mask_;
+      size_t i = home(old[j].hash);
+      while (slots_[i].key_len != kEmpty) i = next(i);
       slots_[i] = old[j];
     }
     src_->release(old);
@@ -180,7 +218,7 @@ class KeyedTable {
   ChunkArena arena_;
   Entry* slots_;
   size_t count_;
-  size_t mask_;
+  size_t nslots_;
 };
 
 // The table lives in PostgreSQL memory and may be abandoned by an ERROR.

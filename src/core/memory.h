@@ -19,6 +19,9 @@ class MemorySource {
   virtual void release_all() = 0;
   // Bytes currently held from the system on behalf of this source.
   virtual size_t bytes_allocated() const = 0;
+  // The most a caller asking for `bytes` may as well ask for: what the
+  // allocator would round the request up to anyway (at least `bytes`).
+  virtual size_t usable_size(size_t bytes) const { return bytes; }
 
  protected:
   ~MemorySource() = default;  // never deleted through the interface
@@ -48,7 +51,7 @@ class ChunkArena {
   // Size of the chunk the next allocation of n bytes would take.
   size_t next_chunk_bytes(size_t n) const {
     n = align8(n ? n : 1);
-    return n > chunk_bytes_ / 4 ? n : chunk_bytes_;
+    return src_->usable_size(n > chunk_bytes_ / 4 ? n : chunk_bytes_);
   }
 
   // Like allocate(), but returns nullptr instead of taking a new chunk when
@@ -56,14 +59,14 @@ class ChunkArena {
   uint8_t* allocate_within(size_t n, size_t limit) {
     n = align8(n ? n : 1);  // never nullptr for 0 bytes: nullptr means "refused"
     if (static_cast<size_t>(end_ - cur_) >= n) return bump(n);
-    size_t chunk = n > chunk_bytes_ / 4 ? n : chunk_bytes_;
+    size_t chunk = next_chunk_bytes(n);
     if (src_->bytes_allocated() + chunk > limit) return nullptr;
     return take_chunk(chunk, n);
   }
   uint8_t* allocate(size_t n) {
     n = align8(n ? n : 1);
     if (static_cast<size_t>(end_ - cur_) >= n) return bump(n);
-    return take_chunk(n > chunk_bytes_ / 4 ? n : chunk_bytes_, n);
+    return take_chunk(next_chunk_bytes(n), n);
   }
 
  private:
@@ -74,7 +77,7 @@ class ChunkArena {
   }
   uint8_t* take_chunk(size_t chunk, size_t n) {
     uint8_t* c = static_cast<uint8_t*>(src_->allocate(chunk));
-    if (chunk == n) return c;  // an oversized key gets a chunk of its own
+    if (n > chunk_bytes_ / 4) return c;  // an oversized key gets a chunk of its own
     cur_ = c + n;
     end_ = c + chunk;
     if (chunk_bytes_ < max_chunk_) chunk_bytes_ = chunk_bytes_ * 2 < max_chunk_ ? chunk_bytes_ * 2 : max_chunk_;

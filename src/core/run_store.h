@@ -1,6 +1,6 @@
-// Storage for spill runs. The PostgreSQL glue implements it with a
-// LogicalTapeSet (temp files that follow temp_tablespaces, count against
-// temp_file_limit and are removed at transaction end); unit tests implement
+// Storage for spill runs. The PostgreSQL glue implements it with one
+// BufFile per query (a temp file that follows temp_tablespaces, counts against
+// temp_file_limit and is removed at transaction end); unit tests implement
 // it in memory. Every method may throw; a PostgreSQL ERROR arrives as a C++
 // exception thrown by the implementation.
 #pragma once

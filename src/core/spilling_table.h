@@ -251,7 +251,7 @@ class SpillingTable {
     if (!table_.empty()) spill();
     table_.clear();
     // Readers share the budget with the merge's own fixed buffers.
-    size_t per_reader = store_->read_buffer_bytes() + kReadChunk + sizeof(RunReader<State>) + sizeof(uint32_t);
+    size_t per_reader = store_->read_buffer_bytes() + kReadChunk + sizeof(RunReader<State>) + sizeof(HeapItem);
     size_t fixed = kReadChunk + sizeof(Merge) + 16 * sizeof(typename Merge::Member);
     size_t budget = merge_budget_;
     size_t fan_in = std::max<size_t>(4, budget > fixed ? (budget - fixed) / per_reader : 0);
@@ -273,6 +273,12 @@ class SpillingTable {
   }
 
  private:
+  // A reader in the merge heap, keyed by the hash of its current record.
+  struct HeapItem {
+    uint64_t hash;
+    uint32_t reader;
+  };
+
   // k-way merge of runs [first, first+k): a heap of readers by current hash;
   // records with equal hash are gathered into a small group in which equal
   // keys are merged (distinct keys sharing a 64-bit hash stay distinct).
@@ -282,11 +288,11 @@ class SpillingTable {
       t_ = t;
       MemorySource* mem = t->table_mem_;
       readers_ = static_cast<RunReader<State>*>(mem->allocate(k * sizeof(RunReader<State>)));
-      heap_ = static_cast<uint32_t*>(mem->allocate(k * sizeof(uint32_t)));
+      heap_ = static_cast<HeapItem*>(mem->allocate(k * sizeof(HeapItem)));
       nheap_ = 0;
       for (size_t i = 0; i < k; ++i) {
         readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem);
-        if (readers_[i].next()) push(static_cast<uint32_t>(i));
+        if (readers_[i].next()) push(HeapItem{readers_[i].current().hash, static_cast<uint32_t>(i)});
       }
       group_cap_ = 16;
       group_ = static_cast<Member*>(mem->allocate(group_cap_ * sizeof(Member)));
@@ -312,6 +318,8 @@ class SpillingTable {
     };
 
    private:
+    // Takes every record with the smallest hash: the top reader's record is
+    // consumed and the reader re-keyed in place (one sift per record).
     bool gather() {
       if (nheap_ == 0) return false;
       if (++since_check_ >= 4096) {
@@ -320,14 +328,16 @@ class SpillingTable {
       }
       ngroup_ = emitted_ = 0;
       keys_len_ = 0;
-      group_hash_ = readers_[heap_[0]].current().hash;
-      while (nheap_ > 0 && readers_[heap_[0]].current().hash == group_hash_) {
-        uint32_t r = pop();
-        do {
-          add(readers_[r].current());
-        } while (readers_[r].next() && readers_[r].current().hash == group_hash_);
-        // An exhausted reader keeps its last record, whose hash is group_hash_.
-        if (readers_[r].current().hash != group_hash_) push(r);
+      group_hash_ = heap_[0].hash;
+      while (nheap_ > 0 && heap_[0].hash == group_hash_) {
+        RunReader<State>& r = readers_[heap_[0].reader];
+        add(r.current());
+        if (r.next()) {
+          heap_[0].hash = r.current().hash;
+        } else {
+          heap_[0] = heap_[--nheap_];
+        }
+        sift_down();
       }
       return true;
     }
@@ -365,38 +375,30 @@ class SpillingTable {
       keys_len_ = need;
     }
 
-    // The reader at heap_[0] is the one with the smallest current hash.
-    // A reader is in the heap iff it has a current record (exhausted readers
-    // keep their last record, so callers test before pushing).
-    bool less(uint32_t a, uint32_t b) const {
-      return readers_[a].current().hash < readers_[b].current().hash;
-    }
-    void push(uint32_t r) {
+    // heap_[0] holds the reader whose current record has the smallest hash.
+    void push(HeapItem item) {
       size_t i = nheap_++;
-      heap_[i] = r;
-      while (i > 0 && less(heap_[i], heap_[(i - 1) / 2])) {
-        std::swap(heap_[i], heap_[(i - 1) / 2]);
-        i = (i - 1) / 2;
-      }
+      for (; i > 0 && item.hash < heap_[(i - 1) / 2].hash; i = (i - 1) / 2) heap_[i] = heap_[(i - 1) / 2];
+      heap_[i] = item;
     }
-    uint32_t pop() {
-      uint32_t top = heap_[0];
-      heap_[0] = heap_[--nheap_];
+    void sift_down() {
+      if (nheap_ == 0) return;
+      HeapItem item = heap_[0];
       size_t i = 0;
       for (;;) {
-        size_t l = 2 * i + 1, s = i;
-        if (l < nheap_ && less(heap_[l], heap_[s])) s = l;
-        if (l + 1 < nheap_ && less(heap_[l + 1], heap_[s])) s = l + 1;
-        if (s == i) break;
-        std::swap(heap_[i], heap_[s]);
-        i = s;
+        size_t c = 2 * i + 1;
+        if (c >= nheap_) break;
+        if (c + 1 < nheap_ && heap_[c + 1].hash < heap_[c].hash) ++c;
+        if (heap_[c].hash >= item.hash) break;
+        heap_[i] = heap_[c];
+        i = c;
       }
-      return top;
+      heap_[i] = item;
     }
 
     SpillingTable* t_;
     RunReader<State>* readers_;
-    uint32_t* heap_;
+    HeapItem* heap_;
     size_t nheap_;
     Member* group_;
     size_t group_cap_, ngroup_, emitted_;

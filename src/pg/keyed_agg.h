@@ -73,7 +73,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->candidate = SpillCandidate{nullptr, nullptr, s, &spill_now, 0};
     s->table_mem.init(qb, &s->candidate, aggcxt);
     s->meta_mem.init(aggcxt);
-    s->table.init(&s->table_mem, &s->meta_mem, &qb->tapes, qb->limit, kt->inline_keys(),
+    s->table.init(&s->table_mem, &s->meta_mem, &qb->spill_file, qb->limit, kt->inline_keys(),
                   kt->equality());
     s->table.set_room_maker(RoomMaker{make_room_for_query, qb});
     s->discarded = false;

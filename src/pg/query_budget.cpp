@@ -25,10 +25,11 @@ QueryBudget* QueryBudget::of(MemoryContext query_cxt) {
   for (QueryBudget* qb = registry; qb; qb = qb->next)
     if (qb->query_cxt == query_cxt) return qb;
   QueryBudget* qb = static_cast<QueryBudget*>(MemoryContextAllocZero(query_cxt, sizeof(QueryBudget)));
-  new (&qb->tapes) TapeStore();
+  new (&qb->spill_file) TempFileStore();
+  new (&qb->arena) BuddyArena();
   qb->query_cxt = query_cxt;
   qb->limit = budget_bytes();
-  qb->tapes.init(query_cxt);
+  qb->spill_file.init(query_cxt);
   qb->candidates.prev = qb->candidates.next = &qb->candidates;
   MemoryContextCallback* cb =
       static_cast<MemoryContextCallback*>(MemoryContextAllocZero(query_cxt, sizeof(MemoryContextCallback)));
@@ -57,7 +58,7 @@ void QueryBudget::retire(SpillCandidate* c) {
 
 void QueryBudget::remove_state(SpillCandidate* c) {
   retire(c);
-  if (--live_states == 0) tapes.close();
+  if (--live_states == 0) spill_file.close();
 }
 
 void QueryBudget::charge(SpillCandidate* c, ptrdiff_t bytes) {
@@ -66,18 +67,48 @@ void QueryBudget::charge(SpillCandidate* c, ptrdiff_t bytes) {
   if (used > peak) peak = used;
 }
 
-void QueryBudget::make_room(size_t target) {
-  while (used > target) {
-    SpillCandidate* largest = nullptr;
-    for (SpillCandidate* c = candidates.next; c != &candidates; c = c->next)
-      if (!largest || c->own_bytes > largest->own_bytes) largest = c;
-    if (!largest || largest->own_bytes == 0) return;
-    size_t before = used;
-    largest->spill(largest->state);
-    if (used >= before) return;  // nothing freed: let the caller spill itself
+// Spills the largest candidates other than `except` until done() holds.
+// One pass over the candidates picks a batch of the largest, so with
+// thousands of GROUP BY states a spill does not cost a pass of its own.
+template <class Done>
+static void spill_largest(SpillCandidate* list, SpillCandidate* except, Done done) {
+  constexpr int kBatch = 64;
+  while (!done()) {
+    SpillCandidate* top[kBatch];  // by own_bytes, largest first
+    int n = 0;
+    for (SpillCandidate* c = list->next; c != list; c = c->next) {
+      if (c == except || c->own_bytes == 0) continue;
+      if (n == kBatch && c->own_bytes <= top[n - 1]->own_bytes) continue;
+      int i = n < kBatch ? n++ : n - 1;
+      for (; i > 0 && top[i - 1]->own_bytes < c->own_bytes; --i) top[i] = top[i - 1];
+      top[i] = c;
+    }
+    if (n == 0) return;
+    // Spilling frees a state's whole table, so each spill makes progress.
+    for (int i = 0; i < n && !done(); ++i) top[i]->spill(top[i]->state);
   }
 }
 
+void QueryBudget::make_room(size_t target) {
+  spill_largest(&candidates, nullptr, [&] { return used <= target; });
+}
+
+void* QueryBudget::arena_allocate(size_t bytes, SpillCandidate* except) {
+  if (!arena_ready) {
+    // Untouched pages cost nothing: the arena's memory becomes resident
+    // only as tables use it.
+    // Should the system refuse the whole region up front, the arena stays
+    // empty and every table allocates from its aggregate context.
+    void* mem = MemoryContextAllocExtended(query_cxt, limit + 16, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+    if (mem) arena.init(reinterpret_cast<uint8*>(TYPEALIGN(16, reinterpret_cast<uintptr_t>(mem))), limit);
+    arena_ready = true;
+  }
+  if (BuddyArena::block_bytes(bytes) > arena.max_block()) return nullptr;  // never fits
+  if (!arena.can_allocate(bytes))  // as make_room_for_query: down to 3/4, not just one block
+    spill_largest(&candidates, except,
+                  [&] { return used <= limit / 4 * 3 && arena.can_allocate(bytes); });
+  return arena.allocate(bytes);
+}
 void make_room_for_query(void* budget) {
   QueryBudget* qb = static_cast<QueryBudget*>(budget);
   qb->make_room(qb->limit / 4 * 3);
@@ -92,16 +123,26 @@ void TrackedMemory::init(QueryBudget* budget, SpillCandidate* owner, MemoryConte
 
 void* TrackedMemory::allocate(size_t bytes) {
   size_t total = sizeof(Block) + bytes;
-  void* p = MemoryContextAllocExtended(cxt_, total, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
-  if (!p) throw std::bad_alloc();  // NO_OOM: unwind C++, then an ERROR
+  void* p = budget_->arena_allocate(total, owner_);
+  if (!p) {
+    p = MemoryContextAllocExtended(cxt_, total, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+    if (!p) throw std::bad_alloc();  // NO_OOM: unwind C++, then an ERROR
+  }
   Block* b = static_cast<Block*>(p);
-  b->size = bytes;  // charged: what the core asked for (its budget arithmetic)
+  // Charged: the whole arena block (the core sized its request to use it).
+  b->size = budget_->arena.contains(p) ? BuddyArena::block_bytes(total) : bytes;
   b->prev = nullptr;
   b->next = head_;
   if (head_) head_->prev = b;
   head_ = b;
-  budget_->charge(owner_, static_cast<ptrdiff_t>(bytes));
+  budget_->charge(owner_, static_cast<ptrdiff_t>(b->size));
   return b + 1;
+}
+
+void TrackedMemory::free_block(Block* b) {
+  budget_->charge(owner_, -static_cast<ptrdiff_t>(b->size));
+  if (budget_->arena.contains(b)) budget_->arena.release(b);
+  else pfree(b);
 }
 
 void TrackedMemory::release(void* p) {
@@ -109,19 +150,25 @@ void TrackedMemory::release(void* p) {
   if (b->prev) b->prev->next = b->next;
   else head_ = b->next;
   if (b->next) b->next->prev = b->prev;
-  budget_->charge(owner_, -static_cast<ptrdiff_t>(b->size));
-  pfree(b);
+  free_block(b);
 }
 
 void TrackedMemory::release_all() {
   while (head_) {
     Block* b = head_;
     head_ = b->next;
-    budget_->charge(owner_, -static_cast<ptrdiff_t>(b->size));
-    pfree(b);
+    free_block(b);
   }
 }
 
 size_t TrackedMemory::bytes_allocated() const { return budget_->used; }
+
+// Requests are rounded up to the arena's power-of-two blocks: a table may
+// use the whole block. Requests the arena can never hold are not rounded.
+size_t TrackedMemory::usable_size(size_t bytes) const {
+  size_t block = BuddyArena::block_bytes(sizeof(Block) + bytes);
+  if (block > BuddyArena::max_block_for(budget_->limit)) return bytes;
+  return block - BuddyArena::kHeader - sizeof(Block);
+}
 
 }  // namespace spillagg

@@ -5,16 +5,22 @@
 // fn_mcxt of every aggregate support function of the query) and lives as
 // long as it. It holds:
 //   - the limit and the bytes all live states' tables hold together;
-//   - one LogicalTapeSet (one temp file) for every run of the query;
+//   - one BuddyArena of `limit` bytes from which all those tables are
+//     allocated, so however their sizes churn the process never holds
+//     more than the budget for them (a table that cannot get a block there
+//     after the others have spilled, e.g. one key larger than the budget,
+//     falls back to its aggregate context);
+//   - one temp file (TempFileStore) for every run of the query;
 //   - the list of states that may be spilled, so that when the total is
 //     over budget the largest state spills first.
 #pragma once
 
 #include "postgres_api.h"
 
+#include "buddy_arena.h"
 #include "memory.h"
 #include "spilling_table.h"
-#include "tape_store.h"
+#include "temp_file_store.h"
 
 namespace spillagg {
 
@@ -29,13 +35,10 @@ struct SpillCandidate {
   size_t own_bytes;  // bytes its table holds now
 };
 
-// A state's table memory: blocks from its aggregate context, listed so the
+// A state's table memory: blocks from the query's arena, listed so the
 // table can free them all at once, and charged to the query's budget.
 // bytes_allocated() is the whole query's usage, so the core table's
-// "is there room?" test is a query-wide one. Living in the aggregate
-// context, the tables count in HashAggregate's own memory accounting, so
-// with many groups PostgreSQL spills groups (its input) as it would for
-// any aggregate, instead of this budget being shared too thin.
+// "is there room?" test is a query-wide one.
 class TrackedMemory final : public MemorySource {
  public:
   void init(QueryBudget* budget, SpillCandidate* owner, MemoryContext cxt);
@@ -43,6 +46,7 @@ class TrackedMemory final : public MemorySource {
   void release(void* p) override;
   void release_all() override;
   size_t bytes_allocated() const override;
+  size_t usable_size(size_t bytes) const override;
 
  private:
   struct Block {
@@ -51,9 +55,10 @@ class TrackedMemory final : public MemorySource {
     size_t size;
     size_t pad;  // keeps the payload 16-byte aligned
   };
+  void free_block(Block* b);
   QueryBudget* budget_;
   SpillCandidate* owner_;
-  MemoryContext cxt_;
+  MemoryContext cxt_;  // the fallback for blocks the arena cannot hold
   Block* head_;
 };
 
@@ -62,8 +67,10 @@ struct QueryBudget {
   size_t limit;
   size_t used;
   size_t peak;
-  TapeStore tapes;
-  int live_states;           // the tape set closes when this drops to 0
+  TempFileStore spill_file;
+  BuddyArena arena;          // empty until the first table allocates
+  bool arena_ready;
+  int live_states;           // the spill file closes when this drops to 0
   SpillCandidate candidates; // circular list head
   QueryBudget* next;         // backend-wide registry
 
@@ -73,10 +80,13 @@ struct QueryBudget {
   void add_state(SpillCandidate* c);
   // Takes the state off the spill list (it is being finalized).
   void retire(SpillCandidate* c);
-  // A state is gone: off the list, and the tape set closed after the last.
+  // A state is gone: off the list, and the spill file closed after the last.
   void remove_state(SpillCandidate* c);
   // Spills the largest states until at most `target` bytes are in use.
   void make_room(size_t target);
+  // A block of `bytes` from the arena, spilling states other than `except`
+  // (largest first) while it has none that large; nullptr if it still has none.
+  void* arena_allocate(size_t bytes, SpillCandidate* except);
   void charge(SpillCandidate* c, ptrdiff_t bytes);
 };
 

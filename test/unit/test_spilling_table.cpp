@@ -34,7 +34,7 @@ using Counts = std::unordered_map<std::string, int64_t>;
 // a 16-member group. MemRunStore::read_buffer_bytes() is 8192.
 template <class State>
 size_t per_reader() {
-  return 8192 + kReadChunk + sizeof(RunReader<State>) + sizeof(uint32_t);
+  return 8192 + kReadChunk + sizeof(RunReader<State>) + 2 * sizeof(uint64_t);  // + a heap item
 }
 template <class State>
 struct MemberModel {  // layout of SpillingTable<State>::Merge::Member

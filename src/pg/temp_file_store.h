@@ -1,0 +1,60 @@
+// RunStore over one BufFile per query (QueryBudget): every run is a segment
+// of the file, appended as it is written, so a spill costs its bytes and
+// nothing more (no tape, no block of its own: thousands of GROUP BY states
+// spilling a few hundred bytes each stay cheap). Because it is PostgreSQL's
+// temp-file machinery, the file follows temp_tablespaces, counts against
+// temp_file_limit, is reported by log_temp_files and pg_stat_database, and is
+// removed by the resource owner on ERROR or cancel. close() is called when
+// the query's last state shuts down, on the normal path only.
+//
+// The space of destroyed runs is not reused: the file grows by every byte
+// written (spills and merge passes) until the query's last state is done.
+#pragma once
+
+#include "postgres_api.h"
+
+#include "run_store.h"
+
+namespace spillagg {
+
+class TempFileStore final : public RunStore {
+ public:
+  void init(MemoryContext cxt);
+  void close();
+
+  Run create_run() override;
+  void write(Run r, const void* p, size_t n) override;
+  void finish_writing(Run r) override;
+  size_t read(Run r, void* p, size_t n) override;
+  void destroy_run(Run r) override;
+  size_t read_buffer_bytes() const override { return sizeof(ReadBuffer); }
+  void check_interrupts() override;
+  void spilled(uint64_t entries, uint64_t bytes) override;
+
+ private:
+  // One run: bytes [start, end) of the file. Thousands of states may each
+  // hold many small runs, so a segment is kept to 24 bytes; only a run being
+  // read has a buffer (with its read position) of its own.
+  struct ReadBuffer {
+    uint64 next_read;  // file offset of the next byte to load
+    uint32 pos, len;   // unread bytes: data[pos, len)
+    uint8 data[BLCKSZ];
+  };
+  struct Segment {
+    uint64 start, end;
+    union {
+      ReadBuffer* buf;    // while live: nullptr until the first read
+      Segment* next_free; // while on the free list
+    };
+  };
+  Segment* new_segment();
+  void seek(uint64 offset);
+
+  MemoryContext cxt_;  // where the file, the segments and buffers live
+  BufFile* file_;
+  uint64 size_;        // bytes written so far (the end of the file)
+  uint64 position_;    // where the BufFile stands now
+  Segment* free_segments_;
+};
+
+}  // namespace spillagg
