@@ -112,6 +112,13 @@ class KeyedTable {
     return &e;
   }
 
+  // Hints the CPU to fetch the home slot of `hash` (see SpillingTable::add_deferred).
+  void prefetch(uint64_t hash) const {
+    if (slots_) __builtin_prefetch(&slots_[home(hash)], 1);
+  }
+
+  bool inline_keys() const { return inline_keys_; }
+
   // What the first insert into an empty table allocates.
   size_t first_insert_bytes(uint32_t key_len) const {
     return src_->usable_size(kMinSlots * sizeof(Entry)) +

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -149,9 +150,21 @@ class RunReader {
   Record cur_;
 };
 
+// States whose per-row update is exactly a merge of a one-row state, in any
+// order (counts, presence), declare kDeferrable = true.
+template <class S, class = void>
+struct Deferrable : std::false_type {};
+template <class S>
+struct Deferrable<S, std::void_t<decltype(S::kDeferrable)>> : std::bool_constant<S::kDeferrable> {};
+
 template <class State>
 class SpillingTable {
+  // add_deferred's ring: deep enough to overlap a few cache misses.
+  static constexpr size_t kDeferDepth = Deferrable<State>::value ? 8 : 0;
+
  public:
+  static constexpr bool kCanDefer = Deferrable<State>::value;
+
   using Table = KeyedTable<State>;
   using Entry = typename Table::Entry;
   using Record = typename RunReader<State>::Record;
@@ -171,6 +184,7 @@ class SpillingTable {
     nruns_ = runs_cap_ = 0;
     stats_ = SpillStats{};
     merge_ = nullptr;
+    ndeferred_ = next_deferred_ = 0;
   }
 
   void set_room_maker(RoomMaker r) { room_ = r; }
@@ -202,6 +216,28 @@ class SpillingTable {
   // Merges a whole partial state (a key with its state) into this table.
   void merge_in(uint64_t hash, KeyView key, const State& s) { upsert(hash, key).merge(s); }
 
+  // merge_in, later: for inline keys of a kCanDefer State, the key's slot is
+  // prefetched now and the key inserted kDeferDepth calls later, so that the
+  // cache misses of a table larger than the CPU caches overlap instead of
+  // stalling every row. Pending keys are in no run and in no table until
+  // applied; finish() applies them, discard() drops them.
+  void add_deferred(uint64_t hash, KeyView key, const State& s) {
+    if constexpr (kDeferDepth > 0) {
+      if (!table_.inline_keys()) return merge_in(hash, key, s);
+      table_.prefetch(hash);
+      Deferred& slot = deferred_[next_deferred_];
+      if (ndeferred_ == kDeferDepth) apply(slot);
+      else ++ndeferred_;
+      slot.hash = hash;
+      std::memcpy(slot.key, key.data, key.len);
+      slot.key_len = key.len;
+      slot.state = s;
+      next_deferred_ = (next_deferred_ + 1) % kDeferDepth;
+    } else {
+      merge_in(hash, key, s);
+    }
+  }
+
   // Writes the table as one sorted run and empties it.
   void spill() {
     note_peak();
@@ -226,6 +262,7 @@ class SpillingTable {
 
   // Frees the table and destroys every run: the state is no longer needed.
   void discard() {
+    ndeferred_ = 0;
     for (size_t i = 0; i < nruns_; ++i) store_->destroy_run(runs_[i].run);
     nruns_ = 0;
     merge_ = nullptr;
@@ -242,6 +279,7 @@ class SpillingTable {
   // table in place; with runs the table is spilled too, extra passes bring
   // the runs down to the fan-in, and next() merges the rest on the fly.
   void finish() {
+    apply_deferred();
     if (nruns_ == 0) {
       walk_pos_ = 0;
       walk_entries_ = table_.pack(false);
@@ -413,6 +451,25 @@ class SpillingTable {
     uint64_t records;
   };
 
+  struct Deferred {
+    uint64_t hash;
+    uint8_t key[8];
+    uint32_t key_len;
+    State state;
+  };
+  void apply(const Deferred& d) { merge_in(d.hash, KeyView{d.key, d.key_len}, d.state); }
+  void apply_deferred() {
+    if constexpr (kDeferDepth > 0) {
+      // Oldest first; each is taken off before it is applied, since
+      // applying may spill (and throw).
+      while (ndeferred_ > 0) {
+        size_t oldest = (next_deferred_ + kDeferDepth - ndeferred_) % kDeferDepth;
+        --ndeferred_;
+        apply(deferred_[oldest]);
+      }
+    }
+  }
+
   bool keys_equal(KeyView a, KeyView b) const {
     if (eq_.equal) return eq_.equal(eq_.ctx, a, b);
     return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
@@ -477,6 +534,8 @@ class SpillingTable {
   Merge* merge_;
   Entry* walk_entries_;
   size_t walk_pos_, walk_n_;
+  std::array<Deferred, kDeferDepth> deferred_;
+  size_t ndeferred_, next_deferred_;
 };
 
 static_assert(std::is_trivially_destructible_v<SpillingTable<uint64_t>>);

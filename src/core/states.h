@@ -30,6 +30,7 @@ inline int64_t decode_count(Reader& r) {
 // count_distinct needs only the set of keys.
 struct Presence {
   static constexpr uint8_t kTag = 1;
+  static constexpr bool kDeferrable = true;  // see SpillingTable::add_deferred
   void merge(const Presence&) {}
   void encode(Writer&) const {}
   static Presence decode(Reader&) { return {}; }
@@ -38,6 +39,7 @@ struct Presence {
 // COUNT: a += b.
 struct Count {
   static constexpr uint8_t kTag = 2;
+  static constexpr bool kDeferrable = true;
   int64_t n = 0;
 
   void add_one() { merge(Count{1}); }

@@ -90,7 +90,13 @@ struct KeyedAgg : KeyedAggHeader {
     if (PG_ARGISNULL(1)) return;
     KeyView k = key->bytes_of(PG_GETARG_DATUM(1));
     uint64 h = key->hash(k);
-    run_core([&] { update(table.upsert(h, k)); });
+    if constexpr (SpillingTable<State>::kCanDefer) {
+      State row{};
+      update(row);
+      run_core([&] { table.add_deferred(h, k, row); });
+    } else {
+      run_core([&] { update(table.upsert(h, k)); });
+    }
   }
 
   // Starts the final pass over all distinct keys (inside run_core). The

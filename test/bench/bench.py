@@ -64,6 +64,11 @@ CASES = [
          spillagg="SELECT count_distinct(k) AS r FROM t",
          native="SELECT count(DISTINCT k) AS r FROM t",
          hll="SELECT hll_cardinality(hll_add_agg(hll_hash_integer(k)))::bigint AS r FROM t"),
+    # the same at spillagg's default budget (-1: work_mem * hash_mem_multiplier,
+    # the memory native HashAggregate may use), where the 2M keys fit
+    dict(name="count_distinct(k), default budget", grouped=False, budget_kb=-1,
+         spillagg="SELECT count_distinct(k) AS r FROM t",
+         native="SELECT count(DISTINCT k) AS r FROM t"),
     dict(name="count_distinct(s)", grouped=False,
          spillagg="SELECT count_distinct(s) AS r FROM t",
          native="SELECT count(DISTINCT s) AS r FROM t"),
@@ -248,10 +253,14 @@ def log_temp_bytes(offset, pid):
     return total, files
 
 
+CASE_BUDGET_KB = [None]  # a case's own spillagg.work_mem, if it has one
+
+
 def session_setup(cur, workers, engine):
     cur.execute(f"SET max_parallel_workers_per_gather = {workers}")
     if engine == "spillagg":
-        cur.execute(f"SET spillagg.work_mem = {BUDGET_KB}")
+        budget = CASE_BUDGET_KB[0] if CASE_BUDGET_KB[0] is not None else BUDGET_KB
+        cur.execute(f"SET spillagg.work_mem = {budget}")
 
 
 def measure(sql, workers, engine):
@@ -411,6 +420,7 @@ def main():
     rows, raw = [], []
     mismatches = []
     for case in CASES:
+        CASE_BUDGET_KB[0] = case.get("budget_kb")
         engines = [e for e in ("spillagg", "native", "hll", "floor") if e in case]
         for w in WORKERS:
             print(f"bench: {case['name']}, workers={w}", flush=True)
