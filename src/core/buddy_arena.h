@@ -38,8 +38,12 @@ class BuddyArena {
     }
   }
 
-  // Bytes of the block allocate(bytes) would take (header included).
-  static size_t block_bytes(size_t bytes) { return size_t{1} << order_for(bytes); }
+  // Bytes of the block allocate(bytes) would take (header included);
+  // SIZE_MAX for requests no block can hold.
+  static size_t block_bytes(size_t bytes) {
+    unsigned k = order_for(bytes);
+    return k < kMaxOrders ? size_t{1} << k : SIZE_MAX;
+  }
 
   // A 16-byte aligned payload of at least `bytes`, or nullptr when no free
   // block is large enough (the caller makes room and tries again).
@@ -108,7 +112,9 @@ class BuddyArena {
   };
   static_assert(sizeof(Block) <= (size_t{1} << kMinOrder), "free header must fit a block");
 
+  // kMaxOrders (never available) for requests too large for any block.
   static unsigned order_for(size_t bytes) {
+    if (bytes > (size_t{1} << (kMaxOrders - 1)) - kHeader) return kMaxOrders;
     size_t need = bytes + kHeader;
     unsigned k = kMinOrder;
     while (k < kMaxOrders && (size_t{1} << k) < need) ++k;

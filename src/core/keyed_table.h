@@ -151,9 +151,9 @@ class KeyedTable {
     for (size_t i = wrapped; i < nslots_; ++i)
       if (slots_[i].key_len != kEmpty) slots_[n++] = slots_[i];
     std::rotate(slots_, slots_ + wrapped, slots_ + n);
-    // Entries are now in home order, so in hash order but for the few that
-    // probing displaced within a cluster: insertion sort, with std::sort as
-    // the fallback should a bad hash make the clusters long.
+    // Entries are now in home order but within clusters (probing and the
+    // swaps above shuffle those): insertion sort, with std::sort as the
+    // fallback should a bad hash make the clusters long.
     size_t moves = 0;
     for (size_t i = 1; i < n && moves <= 8 * n; ++i) {
       Entry e = slots_[i];

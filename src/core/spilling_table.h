@@ -97,7 +97,7 @@ class RunReader {
     run_ = run;
     left_ = records;
     mem_ = mem;
-    cap_ = kReadChunk;
+    cap_ = mem->usable_size(kReadChunk);
     buf_ = static_cast<uint8_t*>(mem->allocate(cap_));
     pos_ = len_ = 0;
   }
@@ -185,9 +185,20 @@ class SpillingTable {
     stats_ = SpillStats{};
     merge_ = nullptr;
     ndeferred_ = next_deferred_ = 0;
+    compact_runs_ = 0;
+    compact_records_ = 0;
   }
 
   void set_room_maker(RoomMaker r) { room_ = r; }
+  // Compaction of tiny runs (off by default): once the table has `runs`
+  // runs holding at most `max_records` records together, spill() merges
+  // them into one. Thousands of GROUP BY states sharing one budget each
+  // spill runs of a few hundred bytes; without this their run lists (and
+  // the store's bookkeeping of every run) would grow with every spill.
+  void set_compaction(size_t runs, uint64_t max_records) {
+    compact_runs_ = runs;
+    compact_records_ = max_records;
+  }
   // Memory the final merge may use for its readers (default: the budget).
   void set_merge_budget(size_t bytes) { merge_budget_ = bytes; }
 
@@ -240,6 +251,7 @@ class SpillingTable {
 
   // Writes the table as one sorted run and empties it.
   void spill() {
+    if (table_.empty()) return;  // e.g. asked by a shared budget mid-merge
     note_peak();
     Entry* es = table_.pack(true);
     size_t n = table_.size();
@@ -258,6 +270,16 @@ class SpillingTable {
     stats_.bytes_written += sink.bytes();
     table_.clear();
     store_->spilled(n, sink.bytes());
+    if (compact_runs_ >= 2 && nruns_ >= compact_runs_) {
+      uint64_t records = 0;
+      for (size_t i = 0; i < nruns_; ++i) records += runs_[i].records;
+      // Only while the (shared) budget has room for the merge's readers,
+      // counted twice over for the allocator's rounding.
+      size_t need = 2 * (nruns_ * (kReadChunk + sizeof(RunReader<State>) + sizeof(HeapItem)) +
+                         2 * kReadChunk + sizeof(Merge));
+      if (records <= compact_records_ && table_.bytes_allocated() + need <= table_.budget())
+        merge_pass(nruns_);
+    }
   }
 
   // Frees the table and destroys every run: the state is no longer needed.
@@ -477,7 +499,7 @@ class SpillingTable {
 
   void add_run(RunStore::Run run, uint64_t records) {
     if (nruns_ == runs_cap_) {
-      size_t cap = runs_cap_ ? runs_cap_ * 2 : 16;
+      size_t cap = runs_cap_ ? runs_cap_ * 2 : 8;
       RunInfo* r = static_cast<RunInfo*>(meta_mem_->allocate(cap * sizeof(RunInfo)));
       if (nruns_) std::memcpy(static_cast<void*>(r), runs_, nruns_ * sizeof(RunInfo));
       if (runs_) meta_mem_->release(runs_);
@@ -534,6 +556,8 @@ class SpillingTable {
   Merge* merge_;
   Entry* walk_entries_;
   size_t walk_pos_, walk_n_;
+  size_t compact_runs_;
+  uint64_t compact_records_;
   std::array<Deferred, kDeferDepth> deferred_;
   size_t ndeferred_, next_deferred_;
 };

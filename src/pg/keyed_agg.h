@@ -38,6 +38,12 @@ struct KeyedAggHeader {
   bool serialized;  // a SerializedState (partial_states.cpp), not a KeyedAgg
 };
 
+// Tiny-run compaction (SpillingTable::set_compaction): a state's runs are
+// merged into one when it has 8 of them with at most 4096 records in all,
+// which only happens when many states share the budget.
+constexpr size_t kCompactRuns = 8;
+constexpr uint64 kCompactRecords = 4096;
+
 template <class State>
 struct KeyedAgg : KeyedAggHeader {
   QueryBudget* budget;
@@ -76,6 +82,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->table.init(&s->table_mem, &s->meta_mem, &qb->spill_file, qb->limit, kt->inline_keys(),
                   kt->equality());
     s->table.set_room_maker(RoomMaker{make_room_for_query, qb});
+    s->table.set_compaction(kCompactRuns, kCompactRecords);
     s->discarded = false;
     qb->add_state(&s->candidate);
     AggRegisterCallback(fcinfo, shutdown, PointerGetDatum(s));

@@ -70,8 +70,21 @@ void QueryBudget::charge(SpillCandidate* c, ptrdiff_t bytes) {
 // Spills the largest candidates other than `except` until done() holds.
 // One pass over the candidates picks a batch of the largest, so with
 // thousands of GROUP BY states a spill does not cost a pass of its own.
+//
+// Not re-entrant: a spill may compact the state's runs (SpillingTable::
+// set_compaction), whose readers allocate; were that allocation to spill
+// another state, which compacts in turn, the recursion would have no end.
+// A nested call therefore does nothing, and the allocation falls back to
+// the aggregate context (TrackedMemory::allocate).
 template <class Done>
-static void spill_largest(SpillCandidate* list, SpillCandidate* except, Done done) {
+static void spill_largest(QueryBudget* qb, SpillCandidate* except, Done done) {
+  if (qb->spilling) return;
+  qb->spilling = true;
+  struct Reset {  // also on a C++ exception (an ERROR abandons the budget anyway)
+    QueryBudget* qb;
+    ~Reset() { qb->spilling = false; }
+  } reset{qb};
+  SpillCandidate* list = &qb->candidates;
   constexpr int kBatch = 64;
   while (!done()) {
     SpillCandidate* top[kBatch];  // by own_bytes, largest first
@@ -84,13 +97,21 @@ static void spill_largest(SpillCandidate* list, SpillCandidate* except, Done don
       top[i] = c;
     }
     if (n == 0) return;
-    // Spilling frees a state's whole table, so each spill makes progress.
-    for (int i = 0; i < n && !done(); ++i) top[i]->spill(top[i]->state);
+    // A spill frees a state's whole table; a state that is merging its runs
+    // (its readers' memory counts as its own) frees nothing: stop then.
+    size_t freed = 0;
+    for (int i = 0; i < n && !done(); ++i) {
+      if (top[i]->own_bytes == 0) continue;  // spilled meanwhile (nested make_room)
+      size_t before = top[i]->own_bytes;
+      top[i]->spill(top[i]->state);
+      freed += before - std::min(before, top[i]->own_bytes);
+    }
+    if (freed == 0) return;
   }
 }
 
 void QueryBudget::make_room(size_t target) {
-  spill_largest(&candidates, nullptr, [&] { return used <= target; });
+  spill_largest(this, nullptr, [&] { return used <= target; });
 }
 
 void* QueryBudget::arena_allocate(size_t bytes, SpillCandidate* except) {
@@ -105,7 +126,7 @@ void* QueryBudget::arena_allocate(size_t bytes, SpillCandidate* except) {
   }
   if (BuddyArena::block_bytes(bytes) > arena.max_block()) return nullptr;  // never fits
   if (!arena.can_allocate(bytes))  // as make_room_for_query: down to 3/4, not just one block
-    spill_largest(&candidates, except,
+    spill_largest(this, except,
                   [&] { return used <= limit / 4 * 3 && arena.can_allocate(bytes); });
   return arena.allocate(bytes);
 }

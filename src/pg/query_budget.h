@@ -71,6 +71,7 @@ struct QueryBudget {
   BuddyArena arena;          // empty until the first table allocates
   bool arena_ready;
   int live_states;           // the spill file closes when this drops to 0
+  bool spilling;             // inside make_room / arena_allocate's spilling
   SpillCandidate candidates; // circular list head
   QueryBudget* next;         // backend-wide registry
 

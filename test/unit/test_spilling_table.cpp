@@ -276,10 +276,13 @@ TEST(SpillingTable, NothingInsertedYieldsNothing) {
   EXPECT_EQ(h.store.created(), 0u);
 }
 
+// An empty table writes no run: a shared budget may ask a state that is
+// merging its runs (table empty) to spill.
 TEST(SpillingTable, ExplicitSpillOfEmptyTableYieldsNothing) {
   Harness<Count> h(4096);
   h.t.spill();
-  EXPECT_EQ(h.t.run_count(), 1u);
+  EXPECT_EQ(h.t.run_count(), 0u);
+  EXPECT_EQ(h.store.created(), 0u);
   h.t.finish();
   uint64_t hash;
   KeyView k;
@@ -1485,4 +1488,35 @@ TEST(RoomMaker, DiscardFreesOnlyItsOwnShareOfThePool) {
   EXPECT_EQ(o.pool.used, b_bytes);
   EXPECT_EQ(o.store.live(), 0u);  // all were a's
   expect_same_counts(b.drain(), b.expect);
+}
+
+// ------------------------------------------------- tiny-run compaction
+
+// With compaction on, a table spilling tiny runs never holds more than the
+// compaction threshold of runs, every key keeps its merged count, and runs
+// too large to be "tiny" are left alone.
+TEST(SpillingTable, CompactionMergesTinyRunsOnly) {
+  for (uint64_t max_records : {uint64_t{0}, uint64_t{64}, uint64_t{100000}}) {
+    Harness<Count> h(1 << 20);
+    h.t.set_compaction(4, max_records);
+    Counts expect;
+    std::mt19937_64 rng(7);
+    for (int spill = 0; spill < 40; ++spill) {
+      for (int i = 0; i < 5; ++i) {
+        std::string k = "k" + std::to_string(rng() % 1000);
+        h.t.upsert(hash_of(k), kv(k)).add_one();
+        ++expect[k];
+      }
+      h.t.spill();
+      if (max_records == 100000) ASSERT_LT(h.t.run_count(), 4u) << spill;
+      ASSERT_EQ(h.store.live(), h.t.run_count());
+    }
+    if (max_records == 0) EXPECT_EQ(h.t.run_count(), 40u);  // nothing is tiny enough
+    if (max_records == 64) {  // compacts while the runs are tiny, then stops
+      EXPECT_GT(h.t.stats().merge_passes, 0u);
+      EXPECT_GT(h.t.run_count(), 4u);
+    }
+    h.t.finish();
+    expect_same_counts(drain_counts(h.t, [](const std::string& s) { return hash_of(s); }), expect);
+  }
 }
