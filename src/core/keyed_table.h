@@ -2,7 +2,11 @@
 //
 // A key's home slot is hash * nslots / 2^64, which grows with the hash, so
 // the slot array is already nearly in hash order: a spill sorts it by
-// hash (the run order) in about linear time. The slot count is whatever fits
+// hash (the run order) in about linear time. Keys that arrive in hash order
+// (a partial state being merged) would then all crowd the front of a table
+// smaller than their stream, into one cluster probed end to end by every
+// insert; a table fed such input is set_scrambled(): its homes come from
+// the hash rotated by 32 bits, and it is sorted with std::sort. The slot count is whatever fits
 // the block the MemorySource hands out (MemorySource::usable_size), not a
 // power of two, so a power-of-two allocator wastes nothing.
 //
@@ -63,7 +67,12 @@ class KeyedTable {
     slots_ = nullptr;
     count_ = 0;
     nslots_ = 0;
+    scrambled_ = false;
   }
+
+  // For input in hash order; only on an empty table, and for its lifetime.
+  void set_scrambled() { scrambled_ = true; }
+  bool scrambled() const { return scrambled_; }
 
   size_t size() const { return count_; }
   bool empty() const { return count_ == 0; }
@@ -135,10 +144,12 @@ class KeyedTable {
   // next insert.
   Entry* pack(bool sort_by_hash) {
     if (!slots_) return nullptr;
-    if (!sort_by_hash) {
+    if (!sort_by_hash || scrambled_) {
       size_t n = 0;
       for (size_t i = 0; i < nslots_; ++i)
         if (slots_[i].key_len != kEmpty) slots_[n++] = slots_[i];
+      if (sort_by_hash)
+        std::sort(slots_, slots_ + n, [](const Entry& a, const Entry& b) { return a.hash < b.hash; });
       return slots_;
     }
     // Probes that ran past the last slot wrapped round to the leading
@@ -186,6 +197,7 @@ class KeyedTable {
 
  private:
   size_t home(uint64_t hash) const {
+    if (scrambled_) hash = (hash << 32) | (hash >> 32);
     return static_cast<size_t>((static_cast<unsigned __int128>(hash) * nslots_) >> 64);
   }
   size_t next(size_t i) const { return i + 1 == nslots_ ? 0 : i + 1; }
@@ -226,6 +238,7 @@ class KeyedTable {
   Entry* slots_;
   size_t count_;
   size_t nslots_;
+  bool scrambled_;
 };
 
 // The table lives in PostgreSQL memory and may be abandoned by an ERROR.

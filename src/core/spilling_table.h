@@ -224,17 +224,25 @@ class SpillingTable {
     return e->state;
   }
 
-  // Merges a whole partial state (a key with its state) into this table.
-  void merge_in(uint64_t hash, KeyView key, const State& s) { upsert(hash, key).merge(s); }
+  // Merges one key of a partial state (combine, rollup) into this table.
+  // Partial states come in hash order: the table is scrambled for them
+  // (KeyedTable::set_scrambled), after spilling any rows it already holds.
+  void merge_in(uint64_t hash, KeyView key, const State& s) {
+    if (!table_.scrambled()) {
+      if (!table_.empty()) spill();
+      table_.set_scrambled();
+    }
+    upsert(hash, key).merge(s);
+  }
 
-  // merge_in, later: for inline keys of a kCanDefer State, the key's slot is
+  // upsert(hash, key).merge(s), later: for inline keys of a kCanDefer State, the key's slot is
   // prefetched now and the key inserted kDeferDepth calls later, so that the
   // cache misses of a table larger than the CPU caches overlap instead of
   // stalling every row. Pending keys are in no run and in no table until
   // applied; finish() applies them, discard() drops them.
   void add_deferred(uint64_t hash, KeyView key, const State& s) {
     if constexpr (kDeferDepth > 0) {
-      if (!table_.inline_keys()) return merge_in(hash, key, s);
+      if (!table_.inline_keys()) return void(upsert(hash, key).merge(s));
       table_.prefetch(hash);
       Deferred& slot = deferred_[next_deferred_];
       if (ndeferred_ == kDeferDepth) apply(slot);
@@ -245,7 +253,7 @@ class SpillingTable {
       slot.state = s;
       next_deferred_ = (next_deferred_ + 1) % kDeferDepth;
     } else {
-      merge_in(hash, key, s);
+      upsert(hash, key).merge(s);
     }
   }
 
@@ -479,7 +487,7 @@ class SpillingTable {
     uint32_t key_len;
     State state;
   };
-  void apply(const Deferred& d) { merge_in(d.hash, KeyView{d.key, d.key_len}, d.state); }
+  void apply(const Deferred& d) { upsert(d.hash, KeyView{d.key, d.key_len}).merge(d.state); }
   void apply_deferred() {
     if constexpr (kDeferDepth > 0) {
       // Oldest first; each is taken off before it is applied, since

@@ -141,6 +141,23 @@ my $native_groups = 'SELECT g, jsonb_object_agg(k, s) AS m FROM (SELECT g, k, su
 }
 no_temp_files_left('after the correctness check');
 
+# Parallel count_distinct: the leader merges each worker's partial state,
+# which arrives in hash order. (A table layout that let such a stream pile
+# into one cluster turned these 2 s into minutes: the timeout catches that.)
+{
+	my $par = $node->safe_psql('postgres', q{
+SET max_parallel_workers_per_gather = 2;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET statement_timeout = '180s';
+SET spillagg.work_mem = '4MB';
+SELECT count_distinct(k) FROM d5;
+});
+	is($par, '5000000', 'parallel count_distinct over d5 (partial states merged by the leader) is 5000000');
+}
+no_temp_files_left('after the parallel count_distinct');
+
 ###########################################################################
 # Scan floors
 ###########################################################################
