@@ -55,6 +55,7 @@ class KeyedTable {
   };
   static constexpr uint32_t kEmpty = UINT32_MAX;
   static constexpr size_t kMinSlots = 16;  // small: a GROUP BY may hold thousands
+  static constexpr size_t kCrowdedProbes = 256;  // at load 3/4, ~never by chance
 
   // inline_keys: every key has at most 8 bytes and bytewise equality.
   // eq.equal == nullptr means bytewise equality.
@@ -68,11 +69,17 @@ class KeyedTable {
     count_ = 0;
     nslots_ = 0;
     scrambled_ = false;
+    crowded_ = false;
+    guard_crowding_ = false;
   }
 
   // For input in hash order; only on an empty table, and for its lifetime.
   void set_scrambled() { scrambled_ = true; }
   bool scrambled() const { return scrambled_; }
+  // With the guard on, find_or_insert refuses a new key after a probe of
+  // more than kCrowdedProbes slots (and crowded() says so), unless scrambled.
+  void guard_crowding() { guard_crowding_ = true; }
+  bool crowded() const { return crowded_; }
 
   size_t size() const { return count_; }
   bool empty() const { return count_ == 0; }
@@ -85,14 +92,20 @@ class KeyedTable {
   // table always accepts, so a single key larger than the budget still works.
   Entry* find_or_insert(uint64_t hash, KeyView key, bool* inserted) {
     if (!slots_) allocate_slots(kMinSlots * sizeof(Entry));
-    size_t i = home(hash);
-    for (;; i = next(i)) {
+    size_t i = home(hash), probes = 0;
+    for (;; i = next(i), ++probes) {
       Entry& e = slots_[i];
       if (e.key_len == kEmpty) break;
       if (e.hash == hash && equal(e, key)) {
         *inserted = false;
         return &e;
       }
+    }
+    // A long probe means keys arrive in home order (sorted by hash): refuse,
+    // so the caller spills and scrambles the table (set_scrambled).
+    if (probes > kCrowdedProbes && guard_crowding_ && !scrambled_) {
+      crowded_ = true;
+      return nullptr;
     }
     // New key: refused when over budget (unless it would be the only one);
     // grow first if the load factor would pass 3/4.
@@ -193,6 +206,7 @@ class KeyedTable {
     slots_ = nullptr;
     count_ = 0;
     nslots_ = 0;
+    crowded_ = false;
   }
 
  private:
@@ -239,6 +253,8 @@ class KeyedTable {
   size_t count_;
   size_t nslots_;
   bool scrambled_;
+  bool crowded_;
+  bool guard_crowding_;
 };
 
 // The table lives in PostgreSQL memory and may be abandoned by an ERROR.

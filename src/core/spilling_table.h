@@ -178,6 +178,7 @@ class SpillingTable {
     store_ = store;
     eq_ = eq;
     table_.init(table_mem, budget, inline_keys, eq);
+    table_.guard_crowding();  // upsert spills and scrambles a crowded table
     room_ = RoomMaker{nullptr, nullptr};
     merge_budget_ = budget;
     runs_ = nullptr;
@@ -212,6 +213,11 @@ class SpillingTable {
         table_.bytes_allocated() + table_.first_insert_bytes(key.len) > table_.budget())
       room_.make_room(room_.ctx);
     Entry* e = table_.find_or_insert(hash, key, &inserted);
+    if (!e && table_.crowded()) {  // keys in hash order: spill, then scramble
+      spill();
+      table_.set_scrambled();
+      e = table_.find_or_insert(hash, key, &inserted);
+    }
     if (!e && room_.make_room) {
       room_.make_room(room_.ctx);  // may spill this very table
       e = table_.find_or_insert(hash, key, &inserted);

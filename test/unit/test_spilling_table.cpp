@@ -1546,3 +1546,25 @@ TEST(SpillingTable, MergingAStreamInHashOrder) {
   }
   EXPECT_EQ(n, keys.size());
 }
+
+// Rows that happen to arrive in hash order (upsert, not merge_in) crowd the
+// table the same way: a probe past KeyedTable::kCrowdedProbes makes the
+// table spill and scramble itself, and every count stays right.
+TEST(SpillingTable, RowsInHashOrderScrambleTheTable) {
+  Harness<Count> h(4 << 20, /*inline_keys=*/true);
+  std::vector<uint64_t> keys(300000);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = i * 0x9E3779B97F4A7C15ULL + 3;
+  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return mix64(a) < mix64(b); });
+  for (uint64_t k : keys) h.t.upsert(mix64(k), kv(u64key(k))).add_one();
+  EXPECT_TRUE(h.t.table().scrambled());
+  h.t.finish();
+  uint64_t hash;
+  KeyView key;
+  Count c;
+  size_t n = 0;
+  while (h.t.next(&hash, &key, &c)) {
+    ASSERT_EQ(c.n, 1);
+    ++n;
+  }
+  EXPECT_EQ(n, keys.size());
+}
