@@ -1508,10 +1508,14 @@ TEST(SpillingTable, CompactionMergesTinyRunsOnly) {
         ++expect[k];
       }
       h.t.spill();
-      if (max_records == 100000) ASSERT_LT(h.t.run_count(), 4u) << spill;
+      if (max_records == 100000) {
+        ASSERT_LT(h.t.run_count(), 4u) << spill;
+      }
       ASSERT_EQ(h.store.live(), h.t.run_count());
     }
-    if (max_records == 0) EXPECT_EQ(h.t.run_count(), 40u);  // nothing is tiny enough
+    if (max_records == 0) {
+      EXPECT_EQ(h.t.run_count(), 40u);  // nothing is tiny enough
+    }
     if (max_records == 64) {  // compacts while the runs are tiny, then stops
       EXPECT_GT(h.t.stats().merge_passes, 0u);
       EXPECT_GT(h.t.run_count(), 4u);
