@@ -231,15 +231,9 @@ class SpillingTable {
   }
 
   // Merges one key of a partial state (combine, rollup) into this table.
-  // Partial states come in hash order: the table is scrambled for them
-  // (KeyedTable::set_scrambled), after spilling any rows it already holds.
-  void merge_in(uint64_t hash, KeyView key, const State& s) {
-    if (!table_.scrambled()) {
-      if (!table_.empty()) spill();
-      table_.set_scrambled();
-    }
-    upsert(hash, key).merge(s);
-  }
+  // Partial states come in hash order; upsert's crowding guard turns the
+  // table to scrambled homes as soon as that crowds it.
+  void merge_in(uint64_t hash, KeyView key, const State& s) { upsert(hash, key).merge(s); }
 
   // upsert(hash, key).merge(s), later: for inline keys of a kCanDefer State, the key's slot is
   // prefetched now and the key inserted kDeferDepth calls later, so that the

@@ -1525,30 +1525,42 @@ TEST(SpillingTable, CompactionMergesTinyRunsOnly) {
   }
 }
 
+// n distinct 8-byte keys, sorted by their hash (mix64), as a stream of
+// partial states arrives.
+static std::vector<uint64_t> keys_in_hash_order(size_t n, uint64_t offset) {
+  std::vector<uint64_t> keys(n);
+  for (size_t i = 0; i < n; ++i) keys[i] = i * 0x9E3779B97F4A7C15ULL + offset;
+  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return mix64(a) < mix64(b); });
+  return keys;
+}
+
+// Finishes the table and expects exactly `keys` distinct keys, each counted `n` times.
+static void expect_every_key_counted(SpillingTable<Count>& t, size_t keys, int64_t n) {
+  t.finish();
+  uint64_t hash;
+  KeyView key;
+  Count c;
+  size_t seen = 0;
+  while (t.next(&hash, &key, &c)) {
+    ASSERT_EQ(c.n, n);
+    ++seen;
+  }
+  EXPECT_EQ(seen, keys);
+}
+
 // A partial state arrives in hash order (combine, rollup). Merged into a
 // table whose home slots grow with the hash, its keys crowd the table's
 // front (in the server a parallel count_distinct ran for minutes instead of
-// 3 s); merge_in therefore scrambles the table. Every key must come out
-// once, with both halves merged, through the spills this stream forces.
+// 3 s); the crowding guard makes the table scramble itself. Every key must
+// come out once, with both halves merged, through the spills this forces.
 TEST(SpillingTable, MergingAStreamInHashOrder) {
   Harness<Count> h(4 << 20, /*inline_keys=*/true);
-  std::vector<uint64_t> keys(400000);
-  for (size_t i = 0; i < keys.size(); ++i) keys[i] = i * 0x9E3779B97F4A7C15ULL + 1;
-  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return mix64(a) < mix64(b); });
+  std::vector<uint64_t> keys = keys_in_hash_order(400000, 1);
   for (uint64_t k : keys) h.t.merge_in(mix64(k), kv(u64key(k)), Count{1});
   for (uint64_t k : keys) h.t.merge_in(mix64(k), kv(u64key(k)), Count{1});
   EXPECT_TRUE(h.t.table().scrambled());
   EXPECT_GT(h.t.stats().spills, 0u);  // the stream is larger than the table
-  h.t.finish();
-  uint64_t hash;
-  KeyView key;
-  Count c;
-  size_t n = 0;
-  while (h.t.next(&hash, &key, &c)) {
-    ASSERT_EQ(c.n, 2);
-    ++n;
-  }
-  EXPECT_EQ(n, keys.size());
+  expect_every_key_counted(h.t, keys.size(), 2);
 }
 
 // Rows that happen to arrive in hash order (upsert, not merge_in) crowd the
@@ -1556,19 +1568,8 @@ TEST(SpillingTable, MergingAStreamInHashOrder) {
 // table spill and scramble itself, and every count stays right.
 TEST(SpillingTable, RowsInHashOrderScrambleTheTable) {
   Harness<Count> h(4 << 20, /*inline_keys=*/true);
-  std::vector<uint64_t> keys(300000);
-  for (size_t i = 0; i < keys.size(); ++i) keys[i] = i * 0x9E3779B97F4A7C15ULL + 3;
-  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return mix64(a) < mix64(b); });
+  std::vector<uint64_t> keys = keys_in_hash_order(300000, 3);
   for (uint64_t k : keys) h.t.upsert(mix64(k), kv(u64key(k))).add_one();
   EXPECT_TRUE(h.t.table().scrambled());
-  h.t.finish();
-  uint64_t hash;
-  KeyView key;
-  Count c;
-  size_t n = 0;
-  while (h.t.next(&hash, &key, &c)) {
-    ASSERT_EQ(c.n, 1);
-    ++n;
-  }
-  EXPECT_EQ(n, keys.size());
+  expect_every_key_counted(h.t, keys.size(), 1);
 }
