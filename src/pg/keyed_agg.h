@@ -98,9 +98,11 @@ struct KeyedAgg : KeyedAggHeader {
     KeyView k = key->bytes_of(PG_GETARG_DATUM(1));
     uint64 h = key->hash(k);
     if constexpr (SpillingTable<State>::kCanDefer) {
-      State row{};
-      update(row);
-      run_core([&] { table.add_deferred(h, k, row); });
+      run_core([&] {
+        State row{};
+        update(row);
+        table.add_deferred(h, k, row);
+      });
     } else {
       run_core([&] { update(table.upsert(h, k)); });
     }
