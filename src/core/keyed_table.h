@@ -191,6 +191,11 @@ class KeyedTable {
     return slots_;
   }
 
+  // The entries in slot order without disturbing the table: slot i holds
+  // a live entry, or entry(i) is nullptr. For walks that may be repeated.
+  size_t slot_count() const { return slots_ ? nslots_ : 0; }
+  const Entry* entry(size_t i) const { return slots_[i].key_len != kEmpty ? &slots_[i] : nullptr; }
+
   // Calls f(entry) for every live entry, in slot order.
   template <class F>
   void for_each(F&& f) const {

@@ -20,6 +20,10 @@ class RunStore {
   virtual void write(Run r, const void* p, size_t n) = 0;
   virtual void finish_writing(Run r) = 0;  // from now on the run is read once
   virtual size_t read(Run r, void* p, size_t n) = 0;
+  // The next read() starts again at the run's first byte; frees what a
+  // reader held (a run may be read several times: a final function may run
+  // more than once on one state).
+  virtual void rewind(Run r) = 0;
   virtual void destroy_run(Run r) = 0;
   // Memory one run holds while it is being read (its I/O buffer).
   virtual size_t read_buffer_bytes() const = 0;

@@ -185,6 +185,7 @@ class SpillingTable {
     nruns_ = runs_cap_ = 0;
     stats_ = SpillStats{};
     merge_ = nullptr;
+    walking_ = false;
     ndeferred_ = next_deferred_ = 0;
     compact_runs_ = 0;
     compact_records_ = 0;
@@ -293,6 +294,7 @@ class SpillingTable {
   // Frees the table and destroys every run: the state is no longer needed.
   void discard() {
     ndeferred_ = 0;
+    walking_ = false;
     for (size_t i = 0; i < nruns_; ++i) store_->destroy_run(runs_[i].run);
     nruns_ = 0;
     merge_ = nullptr;
@@ -308,12 +310,15 @@ class SpillingTable {
   // Prepares iteration over every distinct key. Without runs this walks the
   // table in place; with runs the table is spilled too, extra passes bring
   // the runs down to the fan-in, and next() merges the rest on the fly.
+  // Nothing is consumed: the keys can be streamed again by another finish()
+  // (PostgreSQL may run a final function twice on one state), and the table
+  // can still be spilled once the stream has ended.
   void finish() {
+    end_stream();
     apply_deferred();
     if (nruns_ == 0) {
       walk_pos_ = 0;
-      walk_entries_ = table_.pack(false);
-      walk_n_ = table_.size();
+      walking_ = true;
       return;
     }
     if (!table_.empty()) spill();
@@ -327,17 +332,34 @@ class SpillingTable {
     open_merge(0, nruns_);
   }
 
-  // Next distinct key and its merged state; false at the end.
+  // Next distinct key and its merged state; false at the end, where the
+  // stream ends (as end_stream()).
   bool next(uint64_t* hash, KeyView* key, State* state) {
-    if (!merge_) {
-      if (walk_pos_ >= walk_n_) return false;
-      const Entry& e = walk_entries_[walk_pos_++];
-      *hash = e.hash;
-      *key = table_.key_of(e);
-      *state = e.state;
-      return true;
+    if (walking_) {
+      for (size_t n = table_.slot_count(); walk_pos_ < n;) {
+        if (const Entry* e = table_.entry(walk_pos_++)) {
+          *hash = e->hash;
+          *key = table_.key_of(*e);
+          *state = e->state;
+          return true;
+        }
+      }
+      walking_ = false;
+      return false;
     }
-    return merge_->next(hash, key, state);
+    if (merge_ && merge_->next(hash, key, state)) return true;
+    end_stream();
+    return false;
+  }
+
+  // Ends a stream begun by finish(), read to its end or not: the merge's
+  // memory is freed and every run will be read from its start again.
+  void end_stream() {
+    walking_ = false;
+    if (!merge_) return;
+    merge_ = nullptr;
+    for (size_t i = 0; i < nruns_; ++i) store_->rewind(runs_[i].run);
+    table_mem_->release_all();  // the merge's readers (the table is empty)
   }
 
  private:
@@ -562,8 +584,8 @@ class SpillingTable {
   size_t nruns_, runs_cap_;
   SpillStats stats_;
   Merge* merge_;
-  Entry* walk_entries_;
-  size_t walk_pos_, walk_n_;
+  bool walking_;
+  size_t walk_pos_;
   size_t compact_runs_;
   uint64_t compact_records_;
   std::array<Deferred, kDeferDepth> deferred_;

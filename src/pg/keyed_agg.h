@@ -3,7 +3,8 @@
 //
 // Memory: the KeyedAgg, its run list and its hash table live in the
 // aggregate's context; the table is charged to the query's budget
-// (query_budget.h) and freed as soon as it spills or the state is finalized. Nothing here has a destructor,
+// (query_budget.h) and freed when it spills or the aggregate shuts down
+// (a final function does not consume the state). Nothing here has a destructor,
 // so an ERROR may abandon it at any point: the query context then goes, and
 // the resource owner closes the temp file. On the normal path the shutdown
 // callback frees the table and runs, and the last state closes the file.
@@ -51,7 +52,6 @@ struct KeyedAgg : KeyedAggHeader {
   TrackedMemory table_mem;
   ContextMemory meta_mem;  // the aggregate context: never release_all()ed by the core
   SpillingTable<State> table;
-  bool discarded;
 
   // The state in argument 0, created on the first call. PostgreSQL ERRORs
   // only; call outside run_core.
@@ -83,7 +83,6 @@ struct KeyedAgg : KeyedAggHeader {
                   kt->equality());
     s->table.set_room_maker(RoomMaker{make_room_for_query, qb});
     s->table.set_compaction(kCompactRuns, kCompactRecords);
-    s->discarded = false;
     qb->add_state(&s->candidate);
     AggRegisterCallback(fcinfo, shutdown, PointerGetDatum(s));
     backend_stats.states++;
@@ -109,8 +108,9 @@ struct KeyedAgg : KeyedAggHeader {
   }
 
   // Starts the final pass over all distinct keys (inside run_core). The
-  // state leaves the spill list; if it must merge runs, the other states
-  // first spill down to half the budget, and the merge gets the other half.
+  // state leaves the spill list while it is streamed; if it must merge
+  // runs, the other states first spill down to half the budget, and the
+  // merge gets the other half. The state is not consumed (see end_stream).
   void finish() {
     budget->retire(&candidate);
     if (table.spilled()) {
@@ -121,20 +121,23 @@ struct KeyedAgg : KeyedAggHeader {
     backend_stats.peak_bytes = Max(backend_stats.peak_bytes, budget->peak);
   }
 
-  // Frees the table and the runs once the state has been consumed (final,
-  // serial and combine functions). Call outside run_core.
-  void release() {
-    run_core([&] { table.discard(); });
-    discarded = true;
+  // The final pass is over (inside run_core). The state stays readable
+  // until the aggregate shuts down, since PostgreSQL may run a final
+  // function again on the same state (a hashed aggregate rescanned with
+  // unchanged input); meanwhile its table may be spilled like any other.
+  void end_stream() {
+    table.end_stream();
+    budget->reinstate(&candidate);
   }
 
  private:
   static void spill_now(void* self) { static_cast<KeyedAgg*>(self)->table.spill(); }
 
-  // Aggregate shutdown (normal path only: end of group, rescan, end of query).
+  // Aggregate shutdown (normal path only: end of group, rescan, end of
+  // query): frees the table and the runs.
   static void shutdown(Datum arg) {
     KeyedAgg* s = reinterpret_cast<KeyedAgg*>(DatumGetPointer(arg));
-    if (!s->discarded) s->release();
+    run_core([&] { s->table.discard(); });
     s->budget->remove_state(&s->candidate);
   }
 };

@@ -44,10 +44,8 @@ QueryBudget* QueryBudget::of(MemoryContext query_cxt) {
 }
 
 void QueryBudget::add_state(SpillCandidate* c) {
-  c->next = candidates.next;
-  c->prev = &candidates;
-  candidates.next->prev = c;
-  candidates.next = c;
+  c->next = nullptr;
+  reinstate(c);
   live_states++;
 }
 
@@ -56,6 +54,14 @@ void QueryBudget::retire(SpillCandidate* c) {
   c->prev->next = c->next;
   c->next->prev = c->prev;
   c->prev = c->next = nullptr;
+}
+
+void QueryBudget::reinstate(SpillCandidate* c) {
+  if (c->next) return;
+  c->next = candidates.next;
+  c->prev = &candidates;
+  candidates.next->prev = c;
+  candidates.next = c;
 }
 
 void QueryBudget::remove_state(SpillCandidate* c) {

@@ -79,8 +79,10 @@ struct QueryBudget {
   static QueryBudget* of(MemoryContext query_cxt);
 
   void add_state(SpillCandidate* c);
-  // Takes the state off the spill list (it is being finalized).
+  // Takes the state off the spill list (it is being streamed by a final,
+  // serial or combine function) and puts it back (the stream has ended).
   void retire(SpillCandidate* c);
+  void reinstate(SpillCandidate* c);
   // A state is gone: off the list, and the spill file closed after the last.
   void remove_state(SpillCandidate* c);
   // Spills the largest states until at most `target` bytes are in use.

@@ -127,9 +127,9 @@ class KeyStream {
     return true;
   }
 
-  // The aggregate's state is consumed: free its table and runs now.
+  // Ends the stream; an aggregate's state stays as it was.
   void close() {
-    if (agg_) agg_->release();
+    if (agg_) run_core([&] { agg_->end_stream(); });
   }
 
   KeyType* key;

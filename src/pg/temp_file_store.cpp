@@ -56,6 +56,8 @@ RunStore::Run TempFileStore::create_run() {
     });
   Segment* s = new_segment();
   s->start = s->end = size_;
+  s->next = nullptr;
+  s->last = s;
   s->buf = nullptr;
   backend_stats.runs++;
   return s;
@@ -63,11 +65,23 @@ RunStore::Run TempFileStore::create_run() {
 
 void TempFileStore::write(Run r, const void* p, size_t n) {
   Segment* s = static_cast<Segment*>(r);
+  Segment* tail = s->last;
+  if (tail->end != size_) {  // the file grew since: the run goes on elsewhere
+    if (tail->start == tail->end) {
+      tail->start = tail->end = size_;
+    } else {
+      Segment* more = new_segment();
+      more->start = more->end = size_;
+      more->next = nullptr;
+      tail->next = more;
+      s->last = tail = more;
+    }
+  }
   seek(size_);  // a merge may have read elsewhere since the last write
   pg_call(cxt_, [&] { BufFileWrite(file_, const_cast<void*>(p), n); });
   size_ += n;
   position_ = size_;
-  s->end = size_;
+  tail->end = size_;
   backend_stats.bytes_written += n;
 }
 
@@ -77,6 +91,7 @@ size_t TempFileStore::read(Run r, void* p, size_t n) {
   Segment* s = static_cast<Segment*>(r);
   if (!s->buf) {
     pg_call(cxt_, [&] { s->buf = static_cast<ReadBuffer*>(palloc(sizeof(ReadBuffer))); });
+    s->buf->extent = s;
     s->buf->next_read = s->start;
     s->buf->pos = s->buf->len = 0;
   }
@@ -84,8 +99,13 @@ size_t TempFileStore::read(Run r, void* p, size_t n) {
   size_t got = 0;
   while (got < n) {
     if (b->pos == b->len) {  // refill from the file
-      uint64 left = s->end - b->next_read;
-      if (left == 0) break;
+      uint64 left = b->extent->end - b->next_read;
+      if (left == 0) {
+        if (!b->extent->next) break;
+        b->extent = b->extent->next;
+        b->next_read = b->extent->start;
+        continue;
+      }
       size_t want = Min(left, static_cast<uint64>(BLCKSZ)), len = 0;
       seek(b->next_read);
       pg_call(cxt_, [&] {
@@ -108,11 +128,21 @@ size_t TempFileStore::read(Run r, void* p, size_t n) {
   return got;
 }
 
+void TempFileStore::rewind(Run r) {
+  Segment* s = static_cast<Segment*>(r);
+  if (s->buf) pfree(s->buf);
+  s->buf = nullptr;
+}
+
 void TempFileStore::destroy_run(Run r) {
   Segment* s = static_cast<Segment*>(r);
   if (s->buf) pfree(s->buf);
-  s->next_free = free_segments_;
-  free_segments_ = s;
+  while (s) {
+    Segment* next = s->next;
+    s->next_free = free_segments_;
+    free_segments_ = s;
+    s = next;
+  }
 }
 
 void TempFileStore::spilled(uint64_t entries, uint64_t bytes) {

@@ -26,25 +26,36 @@ class TempFileStore final : public RunStore {
   void write(Run r, const void* p, size_t n) override;
   void finish_writing(Run r) override;
   size_t read(Run r, void* p, size_t n) override;
+  void rewind(Run r) override;
   void destroy_run(Run r) override;
   size_t read_buffer_bytes() const override { return sizeof(ReadBuffer); }
   void check_interrupts() override;
   void spilled(uint64_t entries, uint64_t bytes) override;
 
  private:
-  // One run: bytes [start, end) of the file. Thousands of states may each
-  // hold many small runs, so a segment is kept to 24 bytes; only a run being
-  // read has a buffer (with its read position) of its own.
+  // One run: a chain of extents, byte ranges [start, end) of the file. A
+  // run usually is one extent, but while it is being written other states
+  // may append their own spills to the file (a merge pass that needs memory
+  // makes them spill), so each write that does not continue the run's last
+  // extent starts a new one. Thousands of states may each hold many small
+  // runs, so an extent is kept to 40 bytes; only a run being read has a
+  // buffer (with its read position) of its own.
+  struct Segment;
   struct ReadBuffer {
+    Segment* extent;   // the extent being read
     uint64 next_read;  // file offset of the next byte to load
     uint32 pos, len;   // unread bytes: data[pos, len)
     uint8 data[BLCKSZ];
   };
   struct Segment {
     uint64 start, end;
+    Segment* next;  // the run's next extent; in the first, also:
     union {
-      ReadBuffer* buf;    // while live: nullptr until the first read
-      Segment* next_free; // while on the free list
+      struct {
+        Segment* last;    // the extent being appended to
+        ReadBuffer* buf;  // nullptr until the first read
+      };
+      Segment* next_free;  // while on the free list
     };
   };
   Segment* new_segment();

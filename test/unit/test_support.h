@@ -157,6 +157,14 @@ class MemRunStore final : public spillagg::RunStore {
     m.pos += k;
     return k;
   }
+  void rewind(Run r) override {
+    MemRun& m = get(r);
+    if (!m.finished) ADD_FAILURE() << "rewind() before finish_writing()";
+    if (m.reading) --reading_;
+    m.reading = false;
+    m.pos = 0;
+    ++rewinds_;
+  }
   void destroy_run(Run r) override {
     auto it = runs_.find(r);
     if (it == runs_.end()) {
@@ -186,6 +194,7 @@ class MemRunStore final : public spillagg::RunStore {
   size_t interrupt_checks() const { return interrupt_checks_; }
   uint64_t bytes_written() const { return bytes_written_; }
   size_t reads() const { return reads_; }
+  size_t rewinds() const { return rewinds_; }
   // Most runs being read at once (each holds read_buffer_bytes() in a real store).
   size_t max_reading() const { return max_reading_; }
 
@@ -206,7 +215,7 @@ class MemRunStore final : public spillagg::RunStore {
   }
 
   std::map<Run, std::unique_ptr<MemRun>> runs_;
-  size_t created_ = 0, destroyed_ = 0, interrupt_checks_ = 0, throw_at_check_ = 0, reads_ = 0;
+  size_t created_ = 0, destroyed_ = 0, interrupt_checks_ = 0, throw_at_check_ = 0, reads_ = 0, rewinds_ = 0;
   size_t reading_ = 0, max_reading_ = 0;
   size_t read_chunk_ = SIZE_MAX;
   uint64_t bytes_written_ = 0;
