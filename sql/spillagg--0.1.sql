@@ -1,9 +1,10 @@
 -- spillagg 0.1: exact, memory-bounded keyed aggregates.
 \echo Use "CREATE EXTENSION spillagg" to load this file. \quit
 
--- Transition states are internal (a spilling hash table); final functions
--- consume them (FINALFUNC_MODIFY = READ_WRITE), so the aggregates are not
--- usable as window functions. SSPACE is what one group costs the planner's
+-- Transition states are internal (a spilling hash table). Final functions
+-- leave the state readable (PostgreSQL may run them twice on one state) but
+-- reorganize it (spill, merge runs), hence FINALFUNC_MODIFY = READ_WRITE:
+-- no state sharing, no window use. SSPACE is what one group costs the planner's
 -- hash aggregate: the ~400-byte state; the tables of all groups together
 -- are bounded by spillagg.work_mem, outside the hash table's memory. Every aggregate has the same combine,
 -- serialize and deserialize functions, so parallel query can split it.
@@ -123,6 +124,7 @@ DECLARE
     fn text;
     agg record;
     vt text;
+    trans text;
 BEGIN
     FOREACH fn IN ARRAY ARRAY['sum', 'avg', 'min', 'max', 'var_samp', 'var_pop',
                               'stddev_samp', 'stddev_pop'] LOOP
@@ -135,7 +137,7 @@ BEGIN
 
     FOR agg IN SELECT * FROM (VALUES
         ('sum_map',        'sum',    'sum',         'sum'),
-        ('avg_map',        'sum',    'avg',         'avg'),
+        ('avg_map',        'avg',    'avg',         'avg'),
         ('min_map',        'min',    'min',         'min'),
         ('max_map',        'max',    'max',         'max'),
         ('variance_map',   'moments','var_samp',    'variance (sample)'),
@@ -146,12 +148,15 @@ BEGIN
         ('stddev_pop_map', 'moments','stddev_pop',  'stddev_pop')
     ) AS a(name, trans, final, builtin) LOOP
         FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric'] LOOP
+            -- avg of floats keeps (n, mean, M2) as float8_accum does, to raise where it raises
+            trans := CASE WHEN agg.trans <> 'avg' THEN agg.trans
+                          WHEN vt IN ('real', 'double precision') THEN 'moments' ELSE 'sum' END;
             EXECUTE format('CREATE AGGREGATE %s(anyelement, %s) (
                                 SFUNC = spillagg_%s_transfn, STYPE = internal, SSPACE = 1024,
                                 FINALFUNC = spillagg_%s_finalfn, FINALFUNC_MODIFY = READ_WRITE,
                                 COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
                                 DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE)',
-                           agg.name, vt, agg.trans, agg.final);
+                           agg.name, vt, trans, agg.final);
             EXECUTE format('COMMENT ON AGGREGATE %s(anyelement, %s) IS %L', agg.name, vt,
                            'jsonb {key: ' || agg.builtin || '(value)} over each key''s rows, in bounded memory');
         END LOOP;
@@ -248,6 +253,14 @@ CREATE AGGREGATE count_map_state(anyelement) (
 );
 COMMENT ON AGGREGATE count_map_state(anyelement) IS 'count_map / histogram as a stored state (finish with count_map_final)';
 
+CREATE AGGREGATE histogram_state(anyelement) (
+    SFUNC = spillagg_count_map_transfn, STYPE = internal, SSPACE = 1024,
+    FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
+    COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
+    DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE histogram_state(anyelement) IS 'alias of count_map_state (finish with histogram_final)';
+
 CREATE AGGREGATE top_k_state(anyelement, integer) (
     SFUNC = spillagg_top_k_transfn, STYPE = internal, SSPACE = 1024,
     FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
@@ -256,20 +269,23 @@ CREATE AGGREGATE top_k_state(anyelement, integer) (
 );
 COMMENT ON AGGREGATE top_k_state(anyelement, integer) IS 'top_k as a stored state of all counts (finish with top_k_final)';
 
+-- The *_final functions have C entry points of their own, which only read
+-- bytes (never the aggregates' internal final functions). They are STABLE:
+-- key text depends on TimeZone, DateStyle, extra_float_digits, as to_jsonb's.
 CREATE FUNCTION count_distinct_final(spillagg_state) RETURNS bigint
-AS 'MODULE_PATHNAME', 'spillagg_count_distinct_finalfn' LANGUAGE C CALLED ON NULL INPUT IMMUTABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_count_distinct_final' LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION count_distinct_final(spillagg_state) IS 'number of distinct keys in a stored state (of any kind); 0 for NULL, as count_distinct over no rows';
 
 CREATE FUNCTION count_map_final(spillagg_state) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_count_map_final' LANGUAGE C STRICT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION count_map_final(spillagg_state) IS 'count_map''s result from a count_map_state or top_k_state';
 
 CREATE FUNCTION histogram_final(spillagg_state) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_count_map_final' LANGUAGE C STRICT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION histogram_final(spillagg_state) IS 'alias of count_map_final';
 
 CREATE FUNCTION top_k_final(spillagg_state, anyelement) RETURNS anyarray
-AS 'MODULE_PATHNAME', 'spillagg_top_k_finalfn' LANGUAGE C CALLED ON NULL INPUT IMMUTABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_top_k_final' LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION top_k_final(spillagg_state, anyelement)
 IS 'top_k''s result from a top_k_state; the second argument names the key type, e.g. NULL::text';
 
@@ -277,27 +293,30 @@ DO $$
 DECLARE
     agg record;
     vt text;
+    trans text;
 BEGIN
     FOR agg IN SELECT * FROM (VALUES
-        ('sum_map', 'sum', 'sum'), ('avg_map', 'sum', 'avg'), ('min_map', 'min', 'min'),
+        ('sum_map', 'sum', 'sum'), ('avg_map', 'avg', 'avg'), ('min_map', 'min', 'min'),
         ('max_map', 'max', 'max'), ('variance_map', 'moments', 'var_samp'),
         ('var_samp_map', 'moments', 'var_samp'), ('var_pop_map', 'moments', 'var_pop'),
         ('stddev_map', 'moments', 'stddev_samp'), ('stddev_samp_map', 'moments', 'stddev_samp'),
         ('stddev_pop_map', 'moments', 'stddev_pop')
     ) AS a(name, trans, final) LOOP
         FOREACH vt IN ARRAY ARRAY['smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric'] LOOP
+            trans := CASE WHEN agg.trans <> 'avg' THEN agg.trans
+                          WHEN vt IN ('real', 'double precision') THEN 'moments' ELSE 'sum' END;
             EXECUTE format('CREATE AGGREGATE %s_state(anyelement, %s) (
                                 SFUNC = spillagg_%s_transfn, STYPE = internal, SSPACE = 1024,
                                 FINALFUNC = spillagg_to_state, FINALFUNC_MODIFY = READ_WRITE,
                                 COMBINEFUNC = spillagg_combine, SERIALFUNC = spillagg_serialize,
                                 DESERIALFUNC = spillagg_deserialize, PARALLEL = SAFE)',
-                           agg.name, vt, agg.trans);
+                           agg.name, vt, trans);
             EXECUTE format('COMMENT ON AGGREGATE %s_state(anyelement, %s) IS %L', agg.name, vt,
                            agg.name || ' as a stored state (finish with ' || agg.name || '_final)');
         END LOOP;
         EXECUTE format('CREATE FUNCTION %s_final(spillagg_state) RETURNS jsonb
-                        AS %L, %L LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE',
-                       agg.name, 'MODULE_PATHNAME', 'spillagg_' || agg.final || '_finalfn');
+                        AS %L, %L LANGUAGE C STRICT STABLE PARALLEL SAFE',
+                       agg.name, 'MODULE_PATHNAME', 'spillagg_' || agg.final || '_final');
         EXECUTE format('COMMENT ON FUNCTION %s_final(spillagg_state) IS %L', agg.name,
                        agg.name || '''s result from a stored state');
     END LOOP;

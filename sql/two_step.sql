@@ -270,7 +270,7 @@ SELECT label, ts_error(q) AS outcome FROM (VALUES
   ('two bytes', $q$SELECT '\x0102'::spillagg_state$q$),
   ('not hex', $q$SELECT '\xzz'::spillagg_state$q$),
   ('zeros', $q$SELECT ('\x' || repeat('00', 40))::spillagg_state$q$),
-  ('format version', $q$SELECT overlay(users::text placing '02' from 11 for 2)::spillagg_state FROM daily$q$),
+  ('format version', $q$SELECT overlay(users::text placing '09' from 11 for 2)::spillagg_state FROM daily$q$),
   ('unknown state kind', $q$SELECT overlay(revenue::text placing '7f' from 13 for 2)::spillagg_state FROM daily$q$),
   ('key type that does not exist', $q$SELECT overlay(users::text placing 'ffffff7f' from 15 for 8)::spillagg_state FROM daily$q$),
   ('collation that does not exist', $q$SELECT overlay(events_by_country::text placing 'ffffff7f' from 23 for 8)::spillagg_state FROM daily$q$),

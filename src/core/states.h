@@ -73,6 +73,19 @@ inline __int128 decode_i128(Reader& r) {
 
 // SUM and AVG of integers: (sum, n), a += b. |sum| <= n * 2^63 < 2^127 for
 // any n < 2^63, so the 128-bit sum of int8 values cannot overflow.
+// Integer sums: |sum| <= n * 2^63, so valid sums of fewer than 2^63 values
+// never overflow 128 bits. A decoded state (bytes from outside) must keep
+// that bound, and merging checks anyway: signed overflow is never reached.
+inline void check_int_sum(__int128 sum, int64_t n) {
+  __int128 bound = static_cast<__int128>(n) << 63;
+  if (sum > bound || sum < -bound) throw CorruptData("integer sum out of range for its count");
+}
+inline void add_int_sum(int128_a8& a, __int128 b) {
+  __int128 r;
+  if (__builtin_add_overflow(static_cast<__int128>(a), b, &r)) throw std::overflow_error("integer sum out of range");
+  a = r;
+}
+
 struct IntSum {
   static constexpr uint8_t kTag = 3;
   int128_a8 sum = 0;
@@ -81,7 +94,7 @@ struct IntSum {
   void add(int64_t v) { merge(IntSum{v, 1}); }
   void merge(const IntSum& o) {
     add_count(n, o.n);
-    sum += o.sum;
+    add_int_sum(sum, o.sum);
   }
   void encode(Writer& w) const {
     w.varint(static_cast<uint64_t>(n));
@@ -91,6 +104,7 @@ struct IntSum {
     IntSum s;
     s.n = decode_count(r);
     s.sum = decode_i128(r);
+    check_int_sum(s.sum, s.n);
     return s;
   }
 };
@@ -105,31 +119,41 @@ inline F float_add(F a, F b) {
   return r;
 }
 
-// SUM and AVG of floats: (sum, n), a += b, in double precision as
-// PostgreSQL's float8 accumulators (avg of real too); sum4 is the same sum
-// in single precision, as sum(real) adds.
+// SUM of floats: (sum, n), a += b, in double precision as float8pl adds;
+// sum4 is the same sum in single precision, as sum(real) adds with float4pl,
+// and sum4_overflowed says that finite single-precision sums overflowed
+// (float4pl's ERROR, raised by the final function for real values only,
+// even if an Infinity came later).
 struct FloatSum {
   static constexpr uint8_t kTag = 4;
   double sum = 0;
   int64_t n = 0;
   float sum4 = 0;
+  bool sum4_overflowed = false;
 
-  void add(double v) { merge(FloatSum{v, 1, static_cast<float>(v)}); }
+  void add(double v) { merge(FloatSum{v, 1, static_cast<float>(v), false}); }
   void merge(const FloatSum& o) {
     sum = float_add(sum, o.sum);
     add_count(n, o.n);
-    sum4 = sum4 + o.sum4;  // checked by the final function, only for real values
+    float s4 = sum4 + o.sum4;
+    sum4_overflowed = sum4_overflowed || o.sum4_overflowed ||
+                      (std::isinf(s4) && !std::isinf(sum4) && !std::isinf(o.sum4));
+    sum4 = s4;
   }
   void encode(Writer& w) const {
     w.varint(static_cast<uint64_t>(n));
     w.fixed(sum);
     w.fixed(sum4);
+    w.fixed<uint8_t>(sum4_overflowed);
   }
   static FloatSum decode(Reader& r) {
     FloatSum s;
     s.n = decode_count(r);
     s.sum = r.fixed<double>();
     s.sum4 = r.fixed<float>();
+    uint8_t flag = r.fixed<uint8_t>();
+    if (flag > 1) throw CorruptData("bad float sum flag");
+    s.sum4_overflowed = flag;
     return s;
   }
 };
@@ -173,22 +197,27 @@ struct Extreme {
   }
 };
 
-// VARIANCE / STDDEV of floats: (n, mean, M2), combined with Chan et al.'s
-// parallel formula; add() is the one-element case (Welford's update).
+// VARIANCE / STDDEV and AVG of floats: (n, mean, M2), combined with Chan et
+// al.'s parallel formula; add() is the one-element case (Welford's update).
+// sum is the plain sum, for avg (float8_avg divides it by n). Like
+// float8_accum, finite inputs whose sum or M2 overflow are an ERROR (so avg
+// of floats raises where PostgreSQL's does).
 struct FloatMoments {
   static constexpr uint8_t kTag = 9;
   int64_t n = 0;
   double mean = 0;
   double m2 = 0;
+  double sum = 0;
 
   // A non-finite first value makes M2 NaN, as PostgreSQL's float8_accum.
-  void add(double x) { merge(FloatMoments{1, x, std::isfinite(x) ? 0.0 : std::nan("")}); }
+  void add(double x) { merge(FloatMoments{1, x, std::isfinite(x) ? 0.0 : std::nan(""), x}); }
   void merge(const FloatMoments& o) {
     if (o.n == 0) return;
     if (n == 0) {
       *this = o;
       return;
     }
+    sum = float_add(sum, o.sum);
     double na = static_cast<double>(n), nb = static_cast<double>(o.n), nab = na + nb;
     double delta = o.mean - mean;
     // A non-finite input makes the variance NaN, as in PostgreSQL; finite
@@ -209,12 +238,14 @@ struct FloatMoments {
     w.varint(static_cast<uint64_t>(n));
     w.fixed(mean);
     w.fixed(m2);
+    w.fixed(sum);
   }
   static FloatMoments decode(Reader& r) {
     FloatMoments s;
     s.n = decode_count(r);
     s.mean = r.fixed<double>();
     s.m2 = r.fixed<double>();
+    s.sum = r.fixed<double>();
     return s;
   }
 };
@@ -261,7 +292,7 @@ struct IntMoments {
   }
   void merge(const IntMoments& o) {
     add_count(n, o.n);
-    sum += o.sum;
+    add_int_sum(sum, o.sum);
     sumsq.add(o.sumsq);
   }
   void encode(Writer& w) const {
@@ -273,6 +304,7 @@ struct IntMoments {
     IntMoments s;
     s.n = decode_count(r);
     s.sum = decode_i128(r);
+    check_int_sum(s.sum, s.n);
     for (uint64_t& x : s.sumsq.w) x = r.varint();
     return s;
   }

@@ -32,13 +32,22 @@ class PgError final : public std::exception {
   ErrorData* edata_;
 };
 
+// A C++ exception thrown by f (e.g. a ByteSink's bad_alloc) is caught
+// inside the PG_TRY block and rethrown after PG_END_TRY, so the error
+// handler stack (PG_exception_stack, error_context_stack) is restored on
+// every way out.
 template <class F>
 inline void pg_call(MemoryContext cxt, F&& f) {
   MemoryContext old = MemoryContextSwitchTo(cxt);
   ErrorData* volatile edata = nullptr;
+  std::exception_ptr cpp_error;  // only set when no longjmp happened
   PG_TRY();
   {
-    f();
+    try {
+      f();
+    } catch (...) {
+      cpp_error = std::current_exception();
+    }
   }
   PG_CATCH();
   {
@@ -49,6 +58,7 @@ inline void pg_call(MemoryContext cxt, F&& f) {
   PG_END_TRY();
   MemoryContextSwitchTo(old);
   if (edata) throw PgError(edata);
+  if (cpp_error) std::rethrow_exception(cpp_error);
 }
 
 // corrupt_sqlstate: the SQLSTATE of CorruptData (XX001 for our own spill

@@ -7,8 +7,10 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_count_distinct_transfn);
 PG_FUNCTION_INFO_V1(spillagg_count_distinct_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_count_distinct_final);
 PG_FUNCTION_INFO_V1(spillagg_count_map_transfn);
 PG_FUNCTION_INFO_V1(spillagg_count_map_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_count_map_final);
 }
 
 using namespace spillagg;
@@ -22,11 +24,9 @@ Datum spillagg_count_distinct_transfn(PG_FUNCTION_ARGS) {
   PG_RETURN_POINTER(s);
 }
 
-// Also count_distinct_final(spillagg_state): the number of keys of a stored
-// state of any kind.
-Datum spillagg_count_distinct_finalfn(PG_FUNCTION_ARGS) {
-  if (PG_ARGISNULL(0)) PG_RETURN_INT64(0);
-  KeyedAggHeader* h = state_argument(fcinfo);
+// The number of keys of a state; a stored state may be of any kind.
+static Datum count_distinct_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  if (!h) PG_RETURN_INT64(0);
   uint8 tag = h->serialized ? h->state_tag : Presence::kTag;
   return with_state_type(tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
@@ -41,15 +41,22 @@ Datum spillagg_count_distinct_finalfn(PG_FUNCTION_ARGS) {
   });
 }
 
+Datum spillagg_count_distinct_finalfn(PG_FUNCTION_ARGS) {
+  return count_distinct_result(fcinfo, aggregate_state(fcinfo));
+}
+Datum spillagg_count_distinct_final(PG_FUNCTION_ARGS) {
+  return count_distinct_result(fcinfo, stored_state(fcinfo));
+}
+
 Datum spillagg_count_map_transfn(PG_FUNCTION_ARGS) {
   CountAgg* s = CountAgg::from_args(fcinfo, 1);
   s->add_row(fcinfo, [](Count& c) { c.add_one(); });
   PG_RETURN_POINTER(s);
 }
 
-Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) {
-  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  KeyStream<Count> keys(fcinfo, state_argument(fcinfo), "count_map_final");
+static Datum count_map_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  if (!h) PG_RETURN_NULL();
+  KeyStream<Count> keys(fcinfo, h, "count_map_final");
   Datum map = build_json_map(keys, [](const Count& c, JsonbValue* v) {
     v->type = jbvNumeric;
     v->val.numeric = int64_to_numeric(c.n);
@@ -57,3 +64,6 @@ Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) {
   if (!map) PG_RETURN_NULL();
   PG_RETURN_DATUM(map);
 }
+
+Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) { return count_map_result(fcinfo, aggregate_state(fcinfo)); }
+Datum spillagg_count_map_final(PG_FUNCTION_ARGS) { return count_map_result(fcinfo, stored_state(fcinfo)); }

@@ -26,12 +26,19 @@ namespace spillagg {
 
 size_t budget_bytes();  // spillagg.work_mem, resolved (module.cpp)
 
+// KeyedAggHeader::magic of an aggregate's live state and of a parsed
+// serialized state (SerializedState). Only superusers can define aggregates
+// with internal states, so this is a check against mistakes, not a defence.
+constexpr uint32 kLiveStateMagic = 0x5350474B;    // "KGPS"
+constexpr uint32 kParsedStateMagic = 0x53504750;  // "PGPS"
+
 // The key type of the aggregate call site, cached in fn_extra.
 KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno);
 
 // The part of every state that does not depend on State, so a final
 // function can read value_type before knowing which State it holds.
 struct KeyedAggHeader {
+  uint32 magic;     // kLiveStateMagic or kParsedStateMagic: checked before use
   KeyType* key;
   Oid value_type;   // of the value argument, if the aggregate has one
   int32 limit;      // top_k's k
@@ -59,7 +66,12 @@ struct KeyedAgg : KeyedAggHeader {
     MemoryContext aggcxt;
     if (!AggCheckCallContext(fcinfo, &aggcxt))
       elog(ERROR, "spillagg transition function called in non-aggregate context");
-    if (!PG_ARGISNULL(0)) return reinterpret_cast<KeyedAgg*>(PG_GETARG_POINTER(0));
+    if (!PG_ARGISNULL(0)) {
+      KeyedAgg* s = reinterpret_cast<KeyedAgg*>(PG_GETARG_POINTER(0));
+      if (s->magic != kLiveStateMagic || s->state_tag != State::kTag)
+        elog(ERROR, "spillagg transition function called with a state it did not make");
+      return s;
+    }
     Oid value_type = PG_NARGS() > 2 ? get_fn_expr_argtype(fcinfo->flinfo, 2) : InvalidOid;
     return create(fcinfo, aggcxt, call_site_key_type(fcinfo, key_argno), value_type, 0);
   }
@@ -70,6 +82,7 @@ struct KeyedAgg : KeyedAggHeader {
                           Oid value_type, int32 limit) {
     QueryBudget* qb = QueryBudget::of(fcinfo->flinfo->fn_mcxt);
     KeyedAgg* s = new (MemoryContextAllocZero(aggcxt, sizeof(KeyedAgg))) KeyedAgg();
+    s->magic = kLiveStateMagic;
     s->key = kt;
     s->value_type = value_type;
     s->limit = limit;

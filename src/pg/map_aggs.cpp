@@ -12,17 +12,27 @@
 
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_sum_transfn);
-PG_FUNCTION_INFO_V1(spillagg_sum_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_avg_finalfn);
 PG_FUNCTION_INFO_V1(spillagg_min_transfn);
-PG_FUNCTION_INFO_V1(spillagg_min_finalfn);
 PG_FUNCTION_INFO_V1(spillagg_max_transfn);
-PG_FUNCTION_INFO_V1(spillagg_max_finalfn);
 PG_FUNCTION_INFO_V1(spillagg_moments_transfn);
+// Each final function twice: X_finalfn(internal) for the aggregate,
+// X_final(spillagg_state) for stored states (stored_state.h).
+PG_FUNCTION_INFO_V1(spillagg_sum_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_sum_final);
+PG_FUNCTION_INFO_V1(spillagg_avg_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_avg_final);
+PG_FUNCTION_INFO_V1(spillagg_min_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_min_final);
+PG_FUNCTION_INFO_V1(spillagg_max_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_max_final);
 PG_FUNCTION_INFO_V1(spillagg_var_samp_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_var_samp_final);
 PG_FUNCTION_INFO_V1(spillagg_var_pop_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_var_pop_final);
 PG_FUNCTION_INFO_V1(spillagg_stddev_samp_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_stddev_samp_final);
 PG_FUNCTION_INFO_V1(spillagg_stddev_pop_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_stddev_pop_final);
 }
 
 using namespace spillagg;
@@ -124,7 +134,7 @@ void json_numeric_value(const NumericValue& x, JsonbValue* v) {
 }
 
 Oid value_type(FunctionCallInfo fcinfo) {
-  if (!PG_ARGISNULL(0)) return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0))->value_type;
+  if (KeyedAggHeader* h = aggregate_state(fcinfo)) return h->value_type;
   return get_fn_expr_argtype(fcinfo->flinfo, 2);
 }
 
@@ -142,12 +152,10 @@ Datum map_transfn(FunctionCallInfo fcinfo, Value (*get)(Oid, Datum)) {
   PG_RETURN_POINTER(s);
 }
 
-// The state argument of a map final function; a stored state must come
-// from a map aggregate (it names its value type).
-KeyedAggHeader* map_state_argument(FunctionCallInfo fcinfo, const char* name) {
-  KeyedAggHeader* h = state_argument(fcinfo);
+// A stored state given to a map final function must come from a map
+// aggregate (it names its value type).
+void check_map_state(KeyedAggHeader* h, const char* name) {
   if (h->serialized && !OidIsValid(h->value_type)) wrong_state_kind(name);
-  return h;
 }
 
 // The final step over an aggregate's state or a stored spillagg_state (h).
@@ -231,9 +239,9 @@ bool float_moments_result(const FloatMoments& m, bool sample, bool root, JsonbVa
   return true;
 }
 
-Datum moments_finalfn(FunctionCallInfo fcinfo, const char* name, bool sample, bool root) {
-  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  KeyedAggHeader* h = map_state_argument(fcinfo, name);
+Datum moments_result(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* name, bool sample, bool root) {
+  if (!h) PG_RETURN_NULL();
+  check_map_state(h, name);
   ValueKind kind = kind_of(h->value_type);
   if (kind == ValueKind::Int)
     return map_finalfn<IntMoments>(fcinfo, h, name, [&](const IntMoments& m, JsonbValue* v) {
@@ -265,10 +273,10 @@ Datum extreme_transfn(FunctionCallInfo fcinfo) {
 }
 
 template <bool kMax>
-Datum extreme_finalfn(FunctionCallInfo fcinfo) {
-  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+Datum extreme_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  if (!h) PG_RETURN_NULL();
   const char* name = kMax ? "max_map_final" : "min_map_final";
-  KeyedAggHeader* h = map_state_argument(fcinfo, name);
+  check_map_state(h, name);
   Oid type = h->value_type;
   if (kind_of(type) == ValueKind::Numeric)
     return map_finalfn<NumericExtreme<kMax>>(
@@ -291,9 +299,9 @@ Datum spillagg_sum_transfn(PG_FUNCTION_ARGS) {
   return map_transfn<FloatSum, double>(fcinfo, float_value);
 }
 
-Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
-  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  KeyedAggHeader* h = map_state_argument(fcinfo, "sum_map_final");
+static Datum sum_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  if (!h) PG_RETURN_NULL();
+  check_map_state(h, "sum_map_final");
   Oid type = h->value_type;
   if (kind_of(type) == ValueKind::Numeric)
     return map_finalfn<NumericSum>(fcinfo, h, "sum_map_final", [](const NumericSum& s, JsonbValue* v) {
@@ -306,19 +314,26 @@ Datum spillagg_sum_finalfn(PG_FUNCTION_ARGS) {
         ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("bigint out of range")));
       json_int64(static_cast<int64>(s.sum), v);
     });
+  if (h->state_tag == FloatMoments::kTag)  // an avg_map_state: its sums in double precision
+    return map_finalfn<FloatMoments>(fcinfo, h, "sum_map_final", [type](const FloatMoments& m, JsonbValue* v) {
+      if (type == FLOAT8OID) return json_float8(m.sum, v);
+      float sum4 = static_cast<float>(m.sum);
+      if (std::isinf(sum4) && !std::isinf(m.sum))
+        ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("value out of range: overflow")));
+      json_float4(sum4, v);
+    });
   return map_finalfn<FloatSum>(fcinfo, h, "sum_map_final", [type](const FloatSum& s, JsonbValue* v) {
     if (type == FLOAT8OID) return json_float8(s.sum, v);
-    // sum(real) adds in single precision; its overflow (an Infinity the
-    // double sum does not have) is float4pl's error.
-    if (std::isinf(s.sum4) && !std::isinf(s.sum))
+    // sum(real) adds in single precision; its overflow is float4pl's error.
+    if (s.sum4_overflowed)
       ereport(ERROR, (errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE), errmsg("value out of range: overflow")));
     json_float4(s.sum4, v);
   });
 }
 
-Datum spillagg_avg_finalfn(PG_FUNCTION_ARGS) {
-  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  KeyedAggHeader* h = map_state_argument(fcinfo, "avg_map_final");
+static Datum avg_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  if (!h) PG_RETURN_NULL();
+  check_map_state(h, "avg_map_final");
   ValueKind kind = kind_of(h->value_type);
   if (kind == ValueKind::Numeric)
     return map_finalfn<NumericSum>(fcinfo, h, "avg_map_final", [](const NumericSum& s, JsonbValue* v) {
@@ -329,15 +344,19 @@ Datum spillagg_avg_finalfn(PG_FUNCTION_ARGS) {
     return map_finalfn<IntSum>(fcinfo, h, "avg_map_final", [](const IntSum& s, JsonbValue* v) {
       json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.n)), v);
     });
-  return map_finalfn<FloatSum>(fcinfo, h, "avg_map_final", [](const FloatSum& s, JsonbValue* v) {
-    json_float8(s.sum / static_cast<double>(s.n), v);
+  // avg_map's own states keep moments (float8_avg's overflow checks); a
+  // sum_map_state has plain sums.
+  if (h->state_tag == FloatSum::kTag)
+    return map_finalfn<FloatSum>(fcinfo, h, "avg_map_final", [](const FloatSum& s, JsonbValue* v) {
+      json_float8(s.sum / static_cast<double>(s.n), v);
+    });
+  return map_finalfn<FloatMoments>(fcinfo, h, "avg_map_final", [](const FloatMoments& m, JsonbValue* v) {
+    json_float8(m.sum / static_cast<double>(m.n), v);
   });
 }
 
 Datum spillagg_min_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<false>(fcinfo); }
-Datum spillagg_min_finalfn(PG_FUNCTION_ARGS) { return extreme_finalfn<false>(fcinfo); }
 Datum spillagg_max_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<true>(fcinfo); }
-Datum spillagg_max_finalfn(PG_FUNCTION_ARGS) { return extreme_finalfn<true>(fcinfo); }
 
 Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
   ValueKind kind = kind_of(value_type(fcinfo));
@@ -348,15 +367,28 @@ Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
   return map_transfn<FloatMoments, double>(fcinfo, float_value);
 }
 
-Datum spillagg_var_samp_finalfn(PG_FUNCTION_ARGS) {
-  return moments_finalfn(fcinfo, "var_samp_map_final", true, false);
+static Datum var_samp_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  return moments_result(fcinfo, h, "var_samp_map_final", true, false);
 }
-Datum spillagg_var_pop_finalfn(PG_FUNCTION_ARGS) {
-  return moments_finalfn(fcinfo, "var_pop_map_final", false, false);
+static Datum var_pop_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  return moments_result(fcinfo, h, "var_pop_map_final", false, false);
 }
-Datum spillagg_stddev_samp_finalfn(PG_FUNCTION_ARGS) {
-  return moments_finalfn(fcinfo, "stddev_samp_map_final", true, true);
+static Datum stddev_samp_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  return moments_result(fcinfo, h, "stddev_samp_map_final", true, true);
 }
-Datum spillagg_stddev_pop_finalfn(PG_FUNCTION_ARGS) {
-  return moments_finalfn(fcinfo, "stddev_pop_map_final", false, true);
+static Datum stddev_pop_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  return moments_result(fcinfo, h, "stddev_pop_map_final", false, true);
 }
+
+#define SPILLAGG_FINAL_ENTRY_POINTS(name, result)                                               \
+  Datum spillagg_##name##_finalfn(PG_FUNCTION_ARGS) { return result(fcinfo, aggregate_state(fcinfo)); } \
+  Datum spillagg_##name##_final(PG_FUNCTION_ARGS) { return result(fcinfo, stored_state(fcinfo)); }
+
+SPILLAGG_FINAL_ENTRY_POINTS(sum, sum_result)
+SPILLAGG_FINAL_ENTRY_POINTS(avg, avg_result)
+SPILLAGG_FINAL_ENTRY_POINTS(min, extreme_result<false>)
+SPILLAGG_FINAL_ENTRY_POINTS(max, extreme_result<true>)
+SPILLAGG_FINAL_ENTRY_POINTS(var_samp, var_samp_result)
+SPILLAGG_FINAL_ENTRY_POINTS(var_pop, var_pop_result)
+SPILLAGG_FINAL_ENTRY_POINTS(stddev_samp, stddev_samp_result)
+SPILLAGG_FINAL_ENTRY_POINTS(stddev_pop, stddev_pop_result)

@@ -25,7 +25,17 @@ class StringInfoSink final : public ByteSink {
  public:
   StringInfoSink(StringInfo s, MemoryContext cxt) : s_(s), cxt_(cxt) {}
   void write(const void* p, size_t n) override {
-    pg_call(cxt_, [&] { appendBinaryStringInfo(s_, static_cast<const char*>(p), static_cast<int>(n)); });
+    pg_call(cxt_, [&] {
+      // A bytea holds at most 1 GB: say so before StringInfo fails deep inside.
+      if (static_cast<size_t>(s_->len) + n > MaxAllocSize - 1)
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("spillagg state too large to serialize"),
+                        errdetail("A serialized state (a parallel worker's partial state or a spillagg_state) "
+                                  "is limited to 1 GB."),
+                        errhint("Aggregate fewer keys per state (group by more columns), or disable "
+                                "parallel aggregation for this query.")));
+      appendBinaryStringInfo(s_, static_cast<const char*>(p), static_cast<int>(n));
+    });
   }
 
  private:
@@ -56,15 +66,21 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
   uint64_t hash;
   KeyView k;
   State st;
+  // A sent key lasts until its record is written.
+  MemoryContext key_cxt = AllocSetContextCreate(CurrentMemoryContext, "spillagg sent key", ALLOCSET_SMALL_SIZES);
   while (keys.next(&hash, &k, &st)) {
     if (key_format == kKeysPortable) {
+      MemoryContext old = MemoryContextSwitchTo(key_cxt);
       bytea* sent = keys.key->send(k);
+      MemoryContextSwitchTo(old);
       k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
     }
     run_core([&] { write_run_record(w, hash, k, st); });
+    MemoryContextReset(key_cxt);
   }
   run_core([&] { w.flush(); });
   keys.close();
+  MemoryContextDelete(key_cxt);
   SET_VARSIZE(buf.data, buf.len);
   return reinterpret_cast<bytea*>(buf.data);
 }
@@ -102,11 +118,12 @@ Datum combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* int
     using State = typename decltype(t)::type;
     KeyedAgg<State>* into;
     if (!into_h) {
-      KeyType* kt = other->serialized ? stored_key_type(fcinfo, static_cast<SerializedState*>(other))
+      // A new state's key type must outlive the call's cache.
+      KeyType* kt = other->serialized ? new_key_type(static_cast<SerializedState*>(other), aggcxt)
                                       : other->key;
       into = KeyedAgg<State>::create(fcinfo, aggcxt, kt, other->value_type, other->limit);
     } else {
-      if (into_h->state_tag != State::kTag)
+      if (into_h->serialized || into_h->state_tag != State::kTag)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("cannot combine spillagg states of different kinds")));
       into = static_cast<KeyedAgg<State>*>(into_h);
@@ -119,7 +136,7 @@ Datum combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* int
 }  // namespace
 
 static Datum serialize_state(FunctionCallInfo fcinfo, uint8 key_format) {
-  KeyedAggHeader* h = reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
+  KeyedAggHeader* h = internal_state(fcinfo, 0);
   return with_state_type(h->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
     PG_RETURN_BYTEA_P(serialize<State>(fcinfo, h, key_format));
@@ -146,8 +163,7 @@ Datum spillagg_combine(PG_FUNCTION_ARGS) {
     if (PG_ARGISNULL(0)) PG_RETURN_NULL();
     PG_RETURN_POINTER(PG_GETARG_POINTER(0));
   }
-  KeyedAggHeader* into = PG_ARGISNULL(0) ? nullptr : reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
-  return combine(fcinfo, aggcxt, into, reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(1)));
+  return combine(fcinfo, aggcxt, internal_state(fcinfo, 0), internal_state(fcinfo, 1));
 }
 
 // rollup(spillagg_state): merges stored states (e.g. per day -> per month).
@@ -159,6 +175,5 @@ Datum spillagg_rollup_transfn(PG_FUNCTION_ARGS) {
     if (PG_ARGISNULL(0)) PG_RETURN_NULL();
     PG_RETURN_POINTER(PG_GETARG_POINTER(0));
   }
-  KeyedAggHeader* into = PG_ARGISNULL(0) ? nullptr : reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
-  return combine(fcinfo, aggcxt, into, parse_state_bytes(PG_GETARG_BYTEA_PP(1), true));
+  return combine(fcinfo, aggcxt, internal_state(fcinfo, 0), parse_state_bytes(PG_GETARG_BYTEA_PP(1), true));
 }

@@ -66,24 +66,57 @@ SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
   if (ss->limit < 0) invalid_state("negative k");
   if (ss->key_format != kKeysPortable && (require_portable || ss->key_format != kKeysImage))
     invalid_state("unknown key format");
+  ss->magic = kParsedStateMagic;
   ss->serialized = true;
   return ss;
 }
 
-KeyedAggHeader* state_argument(FunctionCallInfo fcinfo) {
-  if (AggCheckCallContext(fcinfo, nullptr)) return reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(0));
+KeyedAggHeader* internal_state(FunctionCallInfo fcinfo, int argno) {
+  if (PG_ARGISNULL(argno)) return nullptr;
+  if (!AggCheckCallContext(fcinfo, nullptr))
+    elog(ERROR, "spillagg support function called in non-aggregate context");
+  KeyedAggHeader* h = reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(argno));
+  if (h->magic != kLiveStateMagic && h->magic != kParsedStateMagic)
+    elog(ERROR, "spillagg support function called with a state it did not make");
+  return h;
+}
+
+KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo) { return internal_state(fcinfo, 0); }
+
+KeyedAggHeader* stored_state(FunctionCallInfo fcinfo) {
+  if (PG_ARGISNULL(0)) return nullptr;
   return parse_state_bytes(PG_GETARG_BYTEA_PP(0), true);
 }
 
+KeyType* new_key_type(const SerializedState* ss, MemoryContext cxt) {
+  if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
+    invalid_state("its key type does not exist in this database");
+  KeyType* kt = static_cast<KeyType*>(MemoryContextAllocZero(cxt, sizeof(KeyType)));
+  kt->init(ss->key_type, ss->collation, cxt);
+  return kt;
+}
+
+// The cached KeyType lives in a context of its own, replaced when a state of
+// another key type or collation comes (rollup over mixed states must not
+// grow per row). Nothing but KeyStreams of this call use it.
+struct StoredKeyTypeCache {
+  MemoryContext cxt;
+  KeyType* kt;
+};
+
 KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss) {
   FmgrInfo* fl = fcinfo->flinfo;
-  KeyType* kt = static_cast<KeyType*>(fl->fn_extra);
+  auto* cache = static_cast<StoredKeyTypeCache*>(fl->fn_extra);
+  if (!cache) {
+    cache = static_cast<StoredKeyTypeCache*>(MemoryContextAllocZero(fl->fn_mcxt, sizeof(StoredKeyTypeCache)));
+    fl->fn_extra = cache;
+  }
+  KeyType* kt = cache->kt;
   if (!kt || kt->type != ss->key_type || kt->collation != ss->collation) {
-    if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
-      invalid_state("its key type does not exist in this database");
-    kt = static_cast<KeyType*>(MemoryContextAllocZero(fl->fn_mcxt, sizeof(KeyType)));
-    kt->init(ss->key_type, ss->collation, fl->fn_mcxt);
-    fl->fn_extra = kt;
+    cache->kt = nullptr;
+    if (cache->cxt) MemoryContextDelete(cache->cxt);
+    cache->cxt = AllocSetContextCreate(fl->fn_mcxt, "spillagg stored key type", ALLOCSET_SMALL_SIZES);
+    cache->kt = kt = new_key_type(ss, cache->cxt);
   }
   return kt;
 }
@@ -115,7 +148,7 @@ void wrong_state_kind(const char* consumer) {
 KeyView serialized_key(KeyType* kt, const SerializedState* ss, KeyView raw, uint8** aligned, size_t* cap) {
   if (ss->key_format == kKeysPortable) return kt->receive(raw.data, raw.len);
   // An image from a parallel worker of this query: aligned copy, shape check.
-  if (raw.len > *cap) {
+  if (raw.len > *cap) {  // repalloc keeps the buffer in its own context
     *cap = Max(raw.len, 2 * *cap);
     *aligned = static_cast<uint8*>(repalloc(*aligned, *cap));
   }
@@ -131,7 +164,10 @@ void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss) {
     using State = typename decltype(t)::type;
     const uint8* pos = ss->records;
     const uint8* end = ss->records + ss->len;
-    while (pos < end) {
+    MemoryContext key_cxt = AllocSetContextCreate(CurrentMemoryContext, "spillagg received key",
+                                                  ALLOCSET_SMALL_SIZES);
+    for (uint64 n = 1; pos < end; ++n) {
+      if ((n & 4095) == 0) CHECK_FOR_INTERRUPTS();
       uint64 h = 0;
       KeyView k{nullptr, 0};
       State st;
@@ -142,8 +178,12 @@ void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss) {
             pos = r.position();
           },
           ERRCODE_INVALID_BINARY_REPRESENTATION);
+      MemoryContext old = MemoryContextSwitchTo(key_cxt);
       kt->receive(k.data, k.len);
+      MemoryContextSwitchTo(old);
+      MemoryContextReset(key_cxt);
     }
+    MemoryContextDelete(key_cxt);
     return (Datum)0;
   });
 }

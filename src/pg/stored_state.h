@@ -20,7 +20,7 @@
 namespace spillagg {
 
 constexpr uint32 kStateMagic = 0x47415053;  // "SPAG"
-constexpr uint8 kStateFormatVersion = 1;
+constexpr uint8 kStateFormatVersion = 2;  // 2: float sums and moments changed
 constexpr uint8 kKeysImage = 0;
 constexpr uint8 kKeysPortable = 1;
 
@@ -37,12 +37,21 @@ struct SerializedState : KeyedAggHeader {
 // A spillagg_state value must have portable keys.
 SerializedState* parse_state_bytes(const bytea* b, bool require_portable);
 
-// The header of a state argument: an aggregate's internal state when called
-// as an aggregate's final function, else a spillagg_state value parsed.
-KeyedAggHeader* state_argument(FunctionCallInfo fcinfo);
+// The state argument (argument 0) of a final function; nullptr if NULL.
+// Every final function has two C entry points: the aggregate's own
+// (declared internal, called by nodeAgg with its live state) and the
+// SQL-callable X_final (declared spillagg_state), which only ever parses
+// bytes. No SQL-callable function treats an argument as a pointer.
+KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo);
+KeyedAggHeader* stored_state(FunctionCallInfo fcinfo);
 
-// The key type of a serialized state, cached in fn_extra.
+// An internal argument that must be a spillagg state (combine functions).
+KeyedAggHeader* internal_state(FunctionCallInfo fcinfo, int argno);
+
+// The key type of a serialized state, cached in fn_extra (valid until the
+// next call of this function), and one made to last as long as cxt.
 KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss);
+KeyType* new_key_type(const SerializedState* ss, MemoryContext cxt);
 
 // A serialized key must have the shape of its type before it is a Datum.
 void check_key_shape(Oid type, int16 typlen, KeyView k);
@@ -107,9 +116,12 @@ class KeyStream {
     end_ = ss->records + ss->len;
     aligned_cap_ = 64;
     aligned_ = static_cast<uint8*>(palloc(aligned_cap_));
+    // What a key's receive function allocates lasts until the next key.
+    key_cxt_ = AllocSetContextCreate(CurrentMemoryContext, "spillagg received key", ALLOCSET_SMALL_SIZES);
   }
 
   bool next(uint64* h, KeyView* k, State* st) {
+    if ((++count_ & 4095) == 0) CHECK_FOR_INTERRUPTS();  // no C++ object to unwind here
     bool more = false;
     if (agg_) {
       run_core([&] { more = agg_->table.next(h, k, st); });
@@ -123,19 +135,25 @@ class KeyStream {
           pos_ = r.position();
         },
         ERRCODE_INVALID_BINARY_REPRESENTATION);
+    MemoryContextReset(key_cxt_);
+    MemoryContext old = MemoryContextSwitchTo(key_cxt_);
     *k = serialized_key(key, ss_, *k, &aligned_, &aligned_cap_);
+    MemoryContextSwitchTo(old);
     return true;
   }
 
   // Ends the stream; an aggregate's state stays as it was.
   void close() {
     if (agg_) run_core([&] { agg_->end_stream(); });
+    else MemoryContextDelete(key_cxt_);
   }
 
   KeyType* key;
 
  private:
   KeyedAgg<State>* agg_;
+  uint64 count_ = 0;
+  MemoryContext key_cxt_ = nullptr;
   SerializedState* ss_ = nullptr;
   const uint8* pos_ = nullptr;
   const uint8* end_ = nullptr;

@@ -9,6 +9,7 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_top_k_transfn);
 PG_FUNCTION_INFO_V1(spillagg_top_k_finalfn);
+PG_FUNCTION_INFO_V1(spillagg_top_k_final);
 }
 
 using namespace spillagg;
@@ -83,16 +84,23 @@ Datum spillagg_top_k_transfn(PG_FUNCTION_ARGS) {
                     errdetail("top_k was called with k = %s.",
                               PG_ARGISNULL(2) ? "NULL" : psprintf("%d", PG_GETARG_INT32(2)))));
   CountAgg* s = CountAgg::from_args(fcinfo, 1);
-  s->limit = PG_GETARG_INT32(2);
+  // One k per result: were it to vary, which k applies would depend on the
+  // plan (the last row's serially, a mix in parallel).
+  int32 k = PG_GETARG_INT32(2);
+  if (s->limit != 0 && s->limit != k)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("k must be the same for every row of a top_k group"),
+                    errdetail("top_k was called with k = %d and then k = %d.", s->limit, k)));
+  s->limit = k;
   s->add_row(fcinfo, [](Count& c) { c.add_one(); });
   PG_RETURN_POINTER(s);
 }
 
-// Also top_k_final(spillagg_state, anyelement): the second argument only
-// names the key type (NULL::type), which must be the state's.
-Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) {
-  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-  KeyedAggHeader* header = state_argument(fcinfo);
+// Of an aggregate's state, or of a stored state for top_k_final(spillagg_state,
+// anyelement), whose second argument only names the key type (NULL::type),
+// which must be the state's.
+static Datum top_k_result(FunctionCallInfo fcinfo, KeyedAggHeader* header) {
+  if (!header) PG_RETURN_NULL();
   KeyStream<Count> keys(fcinfo, header, "top_k_final");
   KeyType* kt = keys.key;
   if (header->serialized && get_fn_expr_argtype(fcinfo->flinfo, 1) != kt->type)
@@ -144,3 +152,6 @@ Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) {
   get_typlenbyvalalign(kt->type, &typlen, &typbyval, &typalign);
   PG_RETURN_ARRAYTYPE_P(construct_array(result, n, kt->type, typlen, typbyval, typalign));
 }
+
+Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) { return top_k_result(fcinfo, aggregate_state(fcinfo)); }
+Datum spillagg_top_k_final(PG_FUNCTION_ARGS) { return top_k_result(fcinfo, stored_state(fcinfo)); }
