@@ -136,7 +136,13 @@ class KeyedTable {
 
   // Hints the CPU to fetch the home slot of `hash` (see SpillingTable::add_deferred).
   void prefetch(uint64_t hash) const {
-    if (slots_) __builtin_prefetch(&slots_[home(hash)], 1);
+    if (!slots_) return;
+    const Entry* p = &slots_[home(hash)];
+    // GCC 12 drops a prefetch whose address depends on the branch in
+    // home() (scrambled_): the empty asm makes the address a value it must
+    // compute, and the prefetch stays.
+    asm volatile("" : : "r"(p));
+    __builtin_prefetch(p, 1);
   }
 
   bool inline_keys() const { return inline_keys_; }
