@@ -30,10 +30,15 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 
-# Source entry for sid (deb-src only).
+# Source entry for sid (deb-src only), removed again once the source is
+# fetched (so later apt-get updates do not index sid's sources).
 list=/etc/apt/sources.list.d/spillagg-sid-src.list
+added_list=""
+work=$(mktemp -d /tmp/spillagg-pg-build.XXXXXX)
+trap 'rm -rf "$work"; [ -z "$added_list" ] || $sudo rm -f "$added_list"' EXIT
 if [ ! -f "$list" ]; then
   echo "deb-src http://deb.debian.org/debian sid main" | $sudo tee "$list" >/dev/null
+  added_list=$list
 fi
 
 echo "build-postgres: installing build dependencies"
@@ -42,13 +47,13 @@ $sudo apt-get install -y -qq --no-install-recommends \
   build-essential bison flex libreadline-dev zlib1g-dev libicu-dev pkg-config \
   libipc-run-perl perl dpkg-dev bzip2 ca-certificates >/dev/null
 
-work=$(mktemp -d /tmp/spillagg-pg-build.XXXXXX)
-trap 'rm -rf "$work"' EXIT
 cd "$work"
-# As root, apt warns that its _apt user cannot write here; harmless.
+# As root, apt-get source downloads as its _apt user (else it warns).
 chmod 755 "$work"
+if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$work"; fi
 echo "build-postgres: fetching the postgresql-$version source"
 apt-get source --download-only -qq "postgresql-$version" >/dev/null
+[ -z "$added_list" ] || { $sudo rm -f "$added_list"; added_list=""; }
 tarball=$(ls postgresql-"$version"_*.orig.tar.* 2>/dev/null | head -n 1)
 [ -n "$tarball" ] || { echo "build-postgres: no upstream tarball for postgresql-$version" >&2; exit 1; }
 echo "build-postgres: building $tarball into $prefix"
