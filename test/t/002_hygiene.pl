@@ -657,7 +657,7 @@ my @after_crash = temp_files();
 is(scalar(@after_crash), 0,
 	'(f) base/pgsql_tmp and the tablespace pgsql_tmp are empty after the crash restart')
   or diag("left over: @after_crash");
-# "server process (PID n)" up to PostgreSQL 17, "client backend (PID n)" in 18.
+# 15 logs "server process (PID n) was terminated", 18 "client backend (PID n) ...".
 ok($node->log_contains(qr/(?:server process|client backend) \(PID $wpid\) was terminated by signal 9/, $log_offset),
 	'(f) postmaster logged the killed backend');
 {
