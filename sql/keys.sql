@@ -95,6 +95,7 @@ SELECT * FROM check_keys('k_text_ci', 'x', 'lower(%s COLLATE ci)');
 SELECT count_distinct(x) AS ci_default, count_distinct(x COLLATE "C") AS c_explicit FROM k_text_ci;
 -- bpchar: trailing blanks are insignificant; varchar and name are bytewise.
 SELECT * FROM check_keys($$(VALUES ('a'::bpchar), ('a '), ('a  '), ('b'::char(3)), (' a')) v(x)$$, 'x', 'rtrim(%s)');
+SELECT * FROM check_keys($$(VALUES ('a'::bpchar), ('A '), ('a  '), ('b'::char(3)), (' a')) v(x)$$, 'x COLLATE ci', 'lower(rtrim(%s))');
 SELECT * FROM check_keys('k_text', 'x::varchar COLLATE "C"');
 SELECT native, cd_ok, map_ok FROM check_keys('k_text', 'x::name');
 SELECT * FROM check_keys($$(VALUES ('a'::"char"), ('b'), ('a'), (''), (NULL)) v(x)$$, 'x');

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL 15 cluster helpers, sourced by test/demo.sh and
+# Throwaway PostgreSQL cluster helpers, sourced by test/demo.sh and
 # test/run-all.sh. As root the server (and the TAP tests, whose initdb
 # refuses root) run as the unprivileged "postgres" user.
-#   cluster_start DIR   initdb + start in DIR; exports PGHOST, PGPORT, PGUSER
-#   cluster_stop        stop the server and delete DIR
+#   cluster_start DIR [BINDIR]  initdb + start in DIR with the server in
+#                               BINDIR (default: `pg_config --bindir`, the
+#                               Debian default); exports PGHOST, PGPORT, PGUSER
+#   cluster_stop                stop the server and delete DIR
 set -euo pipefail
-
-PGBIN=$(pg_config --bindir)
 
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -14,6 +14,7 @@ as_owner() {
 
 cluster_start() {
   CLUSTER_DIR=$1
+  PGBIN=${2:-$(pg_config --bindir)}
   mkdir -p "$CLUSTER_DIR"
   [ "$(id -u)" -eq 0 ] && chown postgres: "$CLUSTER_DIR"
   as_owner "$PGBIN/initdb" -D "$CLUSTER_DIR/data" -A trust -U postgres >/dev/null
@@ -32,4 +33,5 @@ cluster_stop() {
     as_owner "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -m fast -w stop >/dev/null || true
     rm -rf "$CLUSTER_DIR"
   fi
+  CLUSTER_DIR=
 }

@@ -42,8 +42,24 @@ void KeyType::init(Oid t, Oid coll, MemoryContext c) {
                     errmsg("could not determine which collation to use for keys of type %s",
                            format_type_be(t)),
                     errhint("Use the COLLATE clause to set the collation explicitly.")));
-  bytewise = typlen != -2 && equality_is_bytewise(tc, coll);
+  // bpchar (and domains over it) is never "bytewise": its equality ignores
+  // trailing blanks ('a' = 'a  '), yet btvarstrequalimage, the equalimage
+  // proc of bpchar_ops, answers true for any deterministic collation in
+  // upstream PostgreSQL (nbtree deduplication may merge 'a' and 'a ').
+  // PostgreSQL 15 as Debian ships it (15.20) answers false for bpchar,
+  // which hid this until PostgreSQL 18. Under a deterministic collation bpchar
+  // equality is equality of the bytes without trailing blanks (bpchareq,
+  // hashbpchar), compared and hashed here without calling PostgreSQL.
+  bool is_bpchar = getBaseType(t) == BPCHAROID;
+  bytewise = typlen != -2 && !is_bpchar && equality_is_bytewise(tc, coll);
+  blank_padded = is_bpchar && get_collation_isdeterministic(coll);
   hash_extended = OidIsValid(hash_extended_proc);
+#if PG_VERSION_NUM < 160000
+  // PostgreSQL 15's hashbpcharextended hashes the trailing blanks under a
+  // nondeterministic collation ('a' and 'a ' hash apart although equal);
+  // its hashbpchar trims them, as 16 and later do in both.
+  if (is_bpchar && !blank_padded) hash_extended = false;
+#endif
   fmgr_info_cxt(get_opcode(tc->eq_opr), &eq_fn, c);
   fmgr_info_cxt(hash_extended ? hash_extended_proc : hash_proc, &hash_fn, c);
   Oid base = getBaseType(t);
@@ -87,7 +103,20 @@ KeyView KeyType::bytes_of(Datum d) {
   return KeyView{scratch, static_cast<uint32_t>(payload + VARHDRSZ)};
 }
 
+// Payload length of a bpchar key (4-byte header) without trailing blanks.
+static uint32 blank_trimmed_len(KeyView k) {
+  uint32 n = k.len - VARHDRSZ;
+  while (n > 0 && k.data[VARHDRSZ + n - 1] == ' ') n--;
+  return n;
+}
+
+bool KeyType::equal_blank_padded(void*, KeyView a, KeyView b) {
+  uint32 n = blank_trimmed_len(a);
+  return n == blank_trimmed_len(b) && memcmp(a.data + VARHDRSZ, b.data + VARHDRSZ, n) == 0;
+}
+
 uint64 KeyType::hash(KeyView k) {
+  if (blank_padded) return hash_bytes(k.data + VARHDRSZ, blank_trimmed_len(k));
   if (bytewise) {
     if (typbyval) {
       uint64 v = 0;

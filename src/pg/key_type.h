@@ -4,8 +4,11 @@
 // equal values have identical images (its "equalimage" support function:
 // integers, uuid, text under a deterministic collation, ...) keys are hashed
 // and compared as bytes, and by-value keys are stored inline in the table.
-// Otherwise (numeric, float, interval, nondeterministic collations, records,
-// arrays...) the type's hash and equality functions are called.
+// bpchar under a deterministic collation is compared and hashed as its bytes
+// without trailing blanks (what bpchareq/hashbpchar do), also without calling
+// PostgreSQL. Otherwise (numeric, float, interval, nondeterministic
+// collations, records, arrays...) the type's hash and equality functions are
+// called.
 //
 // Key bytes: by-value types their typlen bytes; fixed-length by-reference
 // types their typlen bytes; varlena types the detoasted value with a 4-byte
@@ -24,6 +27,7 @@ struct KeyType {
   int16 typlen;
   bool typbyval;
   bool bytewise;
+  bool blank_padded;  // bpchar, deterministic collation: bytes minus trailing blanks
   bool hash_extended;
   FmgrInfo eq_fn;
   FmgrInfo hash_fn;
@@ -42,7 +46,9 @@ struct KeyType {
   void init(Oid type, Oid collation, MemoryContext cxt);
 
   bool inline_keys() const { return bytewise && typbyval; }
-  KeyEquality equality() { return KeyEquality{bytewise ? nullptr : &equal, this}; }
+  KeyEquality equality() {
+    return KeyEquality{bytewise ? nullptr : blank_padded ? &equal_blank_padded : &equal, this};
+  }
 
   // These call PostgreSQL directly: use them outside run_core.
   KeyView bytes_of(Datum d);  // valid until the next call
@@ -58,6 +64,7 @@ struct KeyType {
 
  private:
   static bool equal(void* self, KeyView a, KeyView b);  // through pg_call
+  static bool equal_blank_padded(void* self, KeyView a, KeyView b);  // no PostgreSQL call
   void init_binary_io();
 };
 

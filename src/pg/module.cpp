@@ -6,7 +6,12 @@
 #include "keyed_agg.h"
 
 extern "C" {
+#if PG_VERSION_NUM >= 180000
+// 18: name and version show in pg_get_loaded_modules().
+PG_MODULE_MAGIC_EXT(.name = "spillagg", .version = "0.1");
+#else
 PG_MODULE_MAGIC;
+#endif
 void _PG_init(void);
 PG_FUNCTION_INFO_V1(spillagg_stats);
 }

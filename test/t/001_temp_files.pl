@@ -55,12 +55,13 @@ END
 
 my $ts_oid = $node->safe_psql('postgres',
 	"SELECT oid FROM pg_tablespace WHERE spcname = 'spill_ts'");
-my $ts_rel_re = qr{pg_tblspc/$ts_oid/PG_15_\d+/pgsql_tmp/pgsql_tmp};
+# The tablespace's directory for this server: PG_<major>_<catversion>.
+my $ts_rel_re = qr{pg_tblspc/$ts_oid/PG_\d+_\d+/pgsql_tmp/pgsql_tmp};
 
 my $setup = "SET temp_tablespaces = spill_ts;\nSET spillagg.work_mem = 64;\n";
 
 # Temp files in the tablespace's pgsql_tmp and in the default base/pgsql_tmp.
-sub ts_files { return glob("$tsdir/PG_15_*/pgsql_tmp/*"); }
+sub ts_files { return glob("$tsdir/PG_*/pgsql_tmp/*"); }
 sub default_files { return glob("$datadir/base/pgsql_tmp/*"); }
 
 sub no_temp_files_left
@@ -258,7 +259,7 @@ SELECT 'after-error';
 }, on_error_stop => 0);
 	like(
 		$stderr,
-		qr/ERROR:  53400: temporary file size exceeds temp_file_limit \(64kB\)/,
+		qr/ERROR:  53400: temporary file size exceeds "?temp_file_limit"? \(64kB\)/,  # 18 quotes the name
 		"$agg: temp_file_limit exceeded gives ERROR 53400");
 	like($stdout, qr/after-error/, "$agg: session continues after the temp_file_limit ERROR");
 	no_temp_files_left("$agg: after the temp_file_limit ERROR");
