@@ -1,0 +1,157 @@
+// Live spillagg states as expanded objects; reading spillagg_state
+// arguments; the call site's argument types (expanded_state.h).
+#include "expanded_state.h"
+
+extern "C" {
+#include "catalog/pg_aggregate.h"
+#include "catalog/pg_proc.h"
+#include "nodes/execnodes.h"
+#include "nodes/primnodes.h"
+}
+
+#include "stored_state.h"
+
+namespace spillagg {
+
+static Size state_flat_size(ExpandedObjectHeader* eoh);
+static void state_flatten_into(ExpandedObjectHeader* eoh, void* result, Size allocated_size);
+
+static const ExpandedObjectMethods kStateMethods = {state_flat_size, state_flatten_into};
+
+[[noreturn]] static void not_ours() {
+  ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                  errmsg("invalid spillagg state: an in-memory value that is not a spillagg state")));
+  pg_unreachable();
+}
+
+// The live state behind an expanded object, after checking that the object
+// is one of ours: methods pointer, then magics.
+static KeyedAggHeader* live_of(ExpandedObjectHeader* eoh) {
+  if (eoh->eoh_methods != &kStateMethods) not_ours();
+  StateObject* o = reinterpret_cast<StateObject*>(eoh);
+  if (o->magic != kStateObjectMagic || !o->agg || o->agg->magic != kLiveStateMagic || o->agg->serialized ||
+      o->agg->object != o)
+    not_ours();
+  return o->agg;
+}
+
+static Size state_flat_size(ExpandedObjectHeader* eoh) {
+  KeyedAggHeader* agg = live_of(eoh);
+  StateObject* o = reinterpret_cast<StateObject*>(eoh);
+  if (!o->flat) {
+    MemoryContext old = MemoryContextSwitchTo(eoh->eoh_context);
+    bytea* flat = flatten_state(agg);
+    MemoryContextSwitchTo(old);
+    o->flat = flat;
+  }
+  return VARSIZE(o->flat);
+}
+
+static void state_flatten_into(ExpandedObjectHeader* eoh, void* result, Size allocated_size) {
+  StateObject* o = reinterpret_cast<StateObject*>(eoh);
+  Size size = state_flat_size(eoh);
+  if (size != allocated_size) elog(ERROR, "spillagg: flat state size changed (%zu, %zu)", size, allocated_size);
+  memcpy(result, o->flat, size);
+  pfree(o->flat);
+  o->flat = nullptr;
+}
+
+void attach_object(KeyedAggHeader* agg, MemoryContext aggcxt) {
+  // A child of the aggregate context: nodeAgg keeps such a read-write
+  // object as the transition value without copying it.
+  MemoryContext ocxt = AllocSetContextCreate(aggcxt, "spillagg state", ALLOCSET_SMALL_SIZES);
+  StateObject* o = static_cast<StateObject*>(MemoryContextAllocZero(ocxt, sizeof(StateObject)));
+  EOH_init_header(&o->hdr, &kStateMethods, ocxt);
+  o->magic = kStateObjectMagic;
+  o->agg = agg;
+  agg->object = o;
+}
+
+Datum state_datum(KeyedAggHeader* agg) { return EOHPGetRWDatum(&agg->object->hdr); }
+
+KeyedAggHeader* writable_state(FunctionCallInfo fcinfo, int argno) {
+  if (PG_ARGISNULL(argno)) return nullptr;
+  Datum d = PG_GETARG_DATUM(argno);
+  if (!VARATT_IS_EXTERNAL_EXPANDED_RW(DatumGetPointer(d))) return nullptr;
+  KeyedAggHeader* agg = live_of(DatumGetEOHP(d));
+  StateObject* o = agg->object;
+  if (o->flat) {
+    pfree(o->flat);
+    o->flat = nullptr;
+  }
+  return agg;
+}
+
+KeyedAggHeader* state_arg(FunctionCallInfo fcinfo, int argno) {
+  if (PG_ARGISNULL(argno)) return nullptr;
+  Datum d = PG_GETARG_DATUM(argno);
+  if (VARATT_IS_EXTERNAL_EXPANDED(DatumGetPointer(d))) return live_of(DatumGetEOHP(d));
+  return parse_state_bytes(reinterpret_cast<bytea*>(PG_DETOAST_DATUM_PACKED(d)), true);
+}
+
+// The declared type of argument argno of function fn, if not polymorphic.
+static Oid declared_arg_type(Oid fn, int argno) {
+  HeapTuple tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+  if (!HeapTupleIsValid(tup)) return InvalidOid;
+  Form_pg_proc p = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tup));
+  Oid t = argno >= 0 && argno < p->pronargs ? p->proargtypes.values[argno] : InvalidOid;
+  ReleaseSysCache(tup);
+  if (IsPolymorphicType(t) || t == ANYOID) return InvalidOid;
+  return t;
+}
+
+Oid call_arg_type(FunctionCallInfo fcinfo, int argno) {
+  FmgrInfo* fl = fcinfo->flinfo;
+  if (fl->fn_expr) return get_fn_expr_argtype(fl, argno);
+  Oid t = declared_arg_type(fl->fn_oid, argno);
+  if (OidIsValid(t) || argno < 1) return t;
+  // Citus: worker_partial_agg(aggregate oid, argument or ROW(arguments)).
+  Aggref* a = AggGetAggref(fcinfo);
+  if (!a || list_length(a->args) != 2) return InvalidOid;
+  TargetEntry* te = static_cast<TargetEntry*>(linitial(a->args));
+  if (!IsA(te->expr, Const)) return InvalidOid;
+  Const* c = reinterpret_cast<Const*>(te->expr);
+  if (c->constisnull || (c->consttype != OIDOID && c->consttype != REGPROCEDUREOID)) return InvalidOid;
+  Oid agg = DatumGetObjectId(c->constvalue);
+  HeapTuple tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(agg));
+  if (!HeapTupleIsValid(tup)) return InvalidOid;
+  Oid transfn = reinterpret_cast<Form_pg_aggregate>(GETSTRUCT(tup))->aggtransfn;
+  ReleaseSysCache(tup);
+  if (transfn != fl->fn_oid) return InvalidOid;
+  return declared_arg_type(agg, argno - 1);
+}
+
+MemoryContext query_context(FunctionCallInfo fcinfo) {
+  Node* ctx = fcinfo->context;
+  if (ctx && IsA(ctx, AggState)) return reinterpret_cast<AggState*>(ctx)->ss.ps.state->es_query_cxt;
+  if (ctx && IsA(ctx, WindowAggState)) return reinterpret_cast<WindowAggState*>(ctx)->ss.ps.state->es_query_cxt;
+  return fcinfo->flinfo->fn_mcxt;
+}
+
+CallCache* call_cache(FunctionCallInfo fcinfo) {
+  FmgrInfo* fl = fcinfo->flinfo;
+  if (!fl->fn_extra) fl->fn_extra = MemoryContextAllocZero(fl->fn_mcxt, sizeof(CallCache));
+  return static_cast<CallCache*>(fl->fn_extra);
+}
+
+KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno, MemoryContext aggcxt) {
+  FmgrInfo* fl = fcinfo->flinfo;
+  // fn_extra lasts as long as fn_mcxt: the query when nodeAgg calls us,
+  // but only this call when Citus does (its FmgrInfo is made per row); then
+  // the key type goes to the aggregate context, with the state.
+  bool cached = fl->fn_expr != nullptr;
+  if (cached && call_cache(fcinfo)->call_site_kt) return call_cache(fcinfo)->call_site_kt;
+  Oid type = call_arg_type(fcinfo, key_argno);
+  if (!OidIsValid(type))
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("spillagg: could not determine the key type"),
+                    errhint("Called without an expression tree (e.g. by Citus), an aggregate must be one of "
+                            "spillagg's overloads for a concrete key type; cast the key to one of them.")));
+  MemoryContext cxt = cached ? fl->fn_mcxt : aggcxt;
+  KeyType* kt = static_cast<KeyType*>(MemoryContextAllocZero(cxt, sizeof(KeyType)));
+  kt->init(type, PG_GET_COLLATION(), cxt);
+  if (cached) call_cache(fcinfo)->call_site_kt = kt;
+  return kt;
+}
+
+}  // namespace spillagg
