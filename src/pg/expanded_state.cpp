@@ -6,6 +6,7 @@ extern "C" {
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_proc.h"
 #include "nodes/execnodes.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/primnodes.h"
 }
 
@@ -100,25 +101,52 @@ static Oid declared_arg_type(Oid fn, int argno) {
   return t;
 }
 
+// Citus's worker_partial_agg(aggregate, argument or ROW(arguments)) calling
+// its aggregate's transition function (this function): that aggregate's
+// oid, and the expression of the argument matching our argument argno.
+static Aggref* citus_partial_agg(FunctionCallInfo fcinfo, int argno, Oid* agg, Expr** arg) {
+  Aggref* a = AggGetAggref(fcinfo);
+  if (!a || argno < 1 || list_length(a->args) != 2) return nullptr;
+  TargetEntry* te = static_cast<TargetEntry*>(linitial(a->args));
+  if (!IsA(te->expr, Const)) return nullptr;
+  Const* c = reinterpret_cast<Const*>(te->expr);
+  if (c->constisnull || (c->consttype != OIDOID && c->consttype != REGPROCEDUREOID)) return nullptr;
+  *agg = DatumGetObjectId(c->constvalue);
+  HeapTuple tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(*agg));
+  if (!HeapTupleIsValid(tup)) return nullptr;
+  Oid transfn = reinterpret_cast<Form_pg_aggregate>(GETSTRUCT(tup))->aggtransfn;
+  ReleaseSysCache(tup);
+  if (transfn != fcinfo->flinfo->fn_oid) return nullptr;
+  Expr* e = static_cast<TargetEntry*>(lsecond(a->args))->expr;
+  if (IsA(e, RowExpr)) {
+    List* fields = reinterpret_cast<RowExpr*>(e)->args;
+    e = argno - 1 < list_length(fields) ? static_cast<Expr*>(list_nth(fields, argno - 1)) : nullptr;
+  } else if (argno != 1) {
+    e = nullptr;
+  }
+  *arg = e;
+  return a;
+}
+
 Oid call_arg_type(FunctionCallInfo fcinfo, int argno) {
   FmgrInfo* fl = fcinfo->flinfo;
   if (fl->fn_expr) return get_fn_expr_argtype(fl, argno);
   Oid t = declared_arg_type(fl->fn_oid, argno);
-  if (OidIsValid(t) || argno < 1) return t;
-  // Citus: worker_partial_agg(aggregate oid, argument or ROW(arguments)).
-  Aggref* a = AggGetAggref(fcinfo);
-  if (!a || list_length(a->args) != 2) return InvalidOid;
-  TargetEntry* te = static_cast<TargetEntry*>(linitial(a->args));
-  if (!IsA(te->expr, Const)) return InvalidOid;
-  Const* c = reinterpret_cast<Const*>(te->expr);
-  if (c->constisnull || (c->consttype != OIDOID && c->consttype != REGPROCEDUREOID)) return InvalidOid;
-  Oid agg = DatumGetObjectId(c->constvalue);
-  HeapTuple tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(agg));
-  if (!HeapTupleIsValid(tup)) return InvalidOid;
-  Oid transfn = reinterpret_cast<Form_pg_aggregate>(GETSTRUCT(tup))->aggtransfn;
-  ReleaseSysCache(tup);
-  if (transfn != fl->fn_oid) return InvalidOid;
+  if (OidIsValid(t)) return t;
+  Oid agg;
+  Expr* arg;
+  if (!citus_partial_agg(fcinfo, argno, &agg, &arg)) return InvalidOid;
   return declared_arg_type(agg, argno - 1);
+}
+
+Oid call_arg_collation(FunctionCallInfo fcinfo, int argno) {
+  Oid agg;
+  Expr* arg = nullptr;
+  // Citus passes several arguments as one ROW(...), which has no collation:
+  // the argument's own expression has it.
+  if (!fcinfo->flinfo->fn_expr && citus_partial_agg(fcinfo, argno, &agg, &arg) && arg)
+    return exprCollation(reinterpret_cast<Node*>(arg));
+  return PG_GET_COLLATION();
 }
 
 MemoryContext query_context(FunctionCallInfo fcinfo) {
@@ -149,7 +177,7 @@ KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno, MemoryContex
                             "spillagg's overloads for a concrete key type; cast the key to one of them.")));
   MemoryContext cxt = cached ? fl->fn_mcxt : aggcxt;
   KeyType* kt = static_cast<KeyType*>(MemoryContextAllocZero(cxt, sizeof(KeyType)));
-  kt->init(type, PG_GET_COLLATION(), cxt);
+  kt->init(type, call_arg_collation(fcinfo, key_argno), cxt);
   if (cached) call_cache(fcinfo)->call_site_kt = kt;
   return kt;
 }

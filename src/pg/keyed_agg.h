@@ -76,6 +76,9 @@ struct KeyedAgg : KeyedAggHeader {
     if (!AggCheckCallContext(fcinfo, &aggcxt))
       ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                       errmsg("a spillagg transition function can only be called by an aggregate")));
+    if (IsA(fcinfo->context, WindowAggState))  // (it could not register its shutdown callback)
+      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                      errmsg("spillagg aggregates cannot be used as window functions")));
     if (KeyedAggHeader* h = writable_state(fcinfo, 0)) {
       if (h->state_tag != State::kTag ||
           (fcinfo->flinfo->fn_expr && call_cache(fcinfo)->call_site_kt &&
