@@ -20,6 +20,7 @@ if [ -z "$tarball" ] || [ ! -f "$tarball" ]; then
   echo "build-citus: no Citus source tarball (${tarball:-none given}); skipping"
   exit 0
 fi
+tarball=$(realpath "$tarball")
 
 version=$(tar xzOf "$tarball" configure.ac 2>/dev/null \
           | sed -n 's/^AC_INIT(\[Citus\], \[\([^]]*\)\]).*/\1/p' | head -n1 || true)

@@ -14,6 +14,9 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 make -s
 $sudo make -s install
+# Citus for test/t/005_citus.pl, from the source tarball named by
+# CITUS_TARBALL (skipped, and that test with it, when there is none).
+bash test/build-citus.sh "${CITUS_TARBALL:-}"
 
 echo "== unit tests"
 make -s unittest
