@@ -422,6 +422,7 @@ SELECT string_agg(format('CREATE AGGREGATE sec_init_%s(%s) (SFUNC = spillagg_cou
 FROM sec_st, LATERAL (VALUES ('cm', 'text', cm), ('cm_int', 'text', cm_int), ('sum_n', 'text', sum_n),
                              ('cm_on_int', 'int', cm)) v(n, t, st) \gset
 :ddl
+CREATE AGGREGATE sec_rollup_w(spillagg_state) (SFUNC = spillagg_rollup_transfn, STYPE = spillagg_state);
 CREATE AGGREGATE sec_combine_par(text) (SFUNC = spillagg_count_map_transfn, STYPE = spillagg_state,
                                         COMBINEFUNC = sec_pick, FINALFUNC = count_map_final, PARALLEL = SAFE);
 CREATE AGGREGATE sec_pick_combine(spillagg_state) (SFUNC = sec_pick, STYPE = spillagg_state,
@@ -445,6 +446,8 @@ SELECT label, sec_try(q) AS outcome FROM (VALUES
   ('INITCOND sum state, count rows', 'SELECT sec_init_sum_n(k)::text FROM sec_src'),
   ('INITCOND text keys, int rows', 'SELECT sec_init_cm_on_int(ik)::text FROM sec_src'),
   ('as a window function', 'SELECT count(*) FROM (SELECT sec_raw(k) OVER (ORDER BY i) AS w FROM sec_src) x WHERE w IS NOT NULL'),
+  ('rollup transition as a window function',
+   'SELECT count(*) FROM (SELECT sec_rollup_w(cm) OVER () AS w FROM sec_st) x WHERE w IS NOT NULL'),
   ('transition functions outside an aggregate', 'SELECT spillagg_count_map_transfn(cm, ''a''::text)::text FROM sec_st'),
   ('combine outside an aggregate', 'SELECT spillagg_combine(cm, cm)::text FROM sec_st'),
   ('spillagg_to_state of a stored state', 'SELECT spillagg_to_state(cm)::text = cm::text FROM sec_st'),

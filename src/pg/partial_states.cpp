@@ -143,6 +143,9 @@ Datum combine_args(FunctionCallInfo fcinfo, const char* name) {
   MemoryContext aggcxt;
   if (!AggCheckCallContext(fcinfo, &aggcxt))
     ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s can only be called by an aggregate", name)));
+  if (IsA(fcinfo->context, WindowAggState))  // (a new state could not register its shutdown callback)
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("spillagg aggregates cannot be used as window functions")));
   KeyedAggHeader* into = writable_state(fcinfo, 0);
   KeyedAggHeader* first = into ? nullptr : state_arg(fcinfo, 0);
   KeyedAggHeader* other = state_arg(fcinfo, 1);
