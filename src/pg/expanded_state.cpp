@@ -29,18 +29,17 @@ static const ExpandedObjectMethods kStateMethods = {state_flat_size, state_flatt
 // is one of ours: methods pointer, then magics.
 static KeyedAggHeader* live_of(ExpandedObjectHeader* eoh) {
   if (eoh->eoh_methods != &kStateMethods) not_ours();
-  StateObject* o = reinterpret_cast<StateObject*>(eoh);
-  if (o->magic != kStateObjectMagic || !o->agg || o->agg->magic != kLiveStateMagic || o->agg->serialized ||
-      o->agg->object != o)
-    not_ours();
-  return o->agg;
+  KeyedAggHeader* agg = reinterpret_cast<KeyedAggHeader*>(reinterpret_cast<char*>(eoh) - offsetof(KeyedAggHeader, object));
+  if (agg->magic != kLiveStateMagic || agg->serialized) not_ours();
+  return agg;
 }
 
 static Size state_flat_size(ExpandedObjectHeader* eoh) {
   KeyedAggHeader* agg = live_of(eoh);
-  StateObject* o = reinterpret_cast<StateObject*>(eoh);
+  StateObject* o = &agg->object;
   if (!o->flat) {
-    MemoryContext old = MemoryContextSwitchTo(eoh->eoh_context);
+    // In the aggregate context (GetMemoryChunkContext: the state's own chunk).
+    MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(agg));
     bytea* flat = flatten_state(agg);
     MemoryContextSwitchTo(old);
     o->flat = flat;
@@ -49,8 +48,8 @@ static Size state_flat_size(ExpandedObjectHeader* eoh) {
 }
 
 static void state_flatten_into(ExpandedObjectHeader* eoh, void* result, Size allocated_size) {
-  StateObject* o = reinterpret_cast<StateObject*>(eoh);
   Size size = state_flat_size(eoh);
+  StateObject* o = &live_of(eoh)->object;
   if (size != allocated_size) elog(ERROR, "spillagg: flat state size changed (%zu, %zu)", size, allocated_size);
   memcpy(result, o->flat, size);
   pfree(o->flat);
@@ -58,24 +57,24 @@ static void state_flatten_into(ExpandedObjectHeader* eoh, void* result, Size all
 }
 
 void attach_object(KeyedAggHeader* agg, MemoryContext aggcxt) {
-  // A child of the aggregate context: nodeAgg keeps such a read-write
-  // object as the transition value without copying it.
-  MemoryContext ocxt = AllocSetContextCreate(aggcxt, "spillagg state", ALLOCSET_SMALL_SIZES);
-  StateObject* o = static_cast<StateObject*>(MemoryContextAllocZero(ocxt, sizeof(StateObject)));
+  // The object's context is a child of the aggregate context: nodeAgg keeps
+  // such a read-write object as the transition value without copying it.
+  // Nothing is ever allocated in it (an empty slab context is its header
+  // alone); the header lives in the aggregate context with the state.
+  MemoryContext ocxt = SlabContextCreate(aggcxt, "spillagg state", 64, 8);
+  StateObject* o = &agg->object;
+  memset(o, 0, sizeof(StateObject));
   EOH_init_header(&o->hdr, &kStateMethods, ocxt);
-  o->magic = kStateObjectMagic;
-  o->agg = agg;
-  agg->object = o;
 }
 
-Datum state_datum(KeyedAggHeader* agg) { return EOHPGetRWDatum(&agg->object->hdr); }
+Datum state_datum(KeyedAggHeader* agg) { return EOHPGetRWDatum(&agg->object.hdr); }
 
 KeyedAggHeader* writable_state(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno)) return nullptr;
   Datum d = PG_GETARG_DATUM(argno);
   if (!VARATT_IS_EXTERNAL_EXPANDED_RW(DatumGetPointer(d))) return nullptr;
   KeyedAggHeader* agg = live_of(DatumGetEOHP(d));
-  StateObject* o = agg->object;
+  StateObject* o = &agg->object;
   if (o->flat) {
     pfree(o->flat);
     o->flat = nullptr;
