@@ -56,12 +56,53 @@ static void state_flatten_into(ExpandedObjectHeader* eoh, void* result, Size all
   o->flat = nullptr;
 }
 
-void attach_object(KeyedAggHeader* agg, MemoryContext aggcxt) {
+// The shared object context is gone (its aggregate context was reset or
+// deleted): forget it.
+static void forget_shared(void* arg) {
+  auto* slot = static_cast<CallCache::SharedObjectContext*>(arg);
+  slot->aggcxt = nullptr;
+  slot->cxt = nullptr;
+}
+
+// An empty context, child of aggcxt, that the states made by this call site
+// in aggcxt share as their objects' context; nullptr if there is no room.
+static MemoryContext shared_object_context(FunctionCallInfo fcinfo, MemoryContext aggcxt) {
+  CallCache* cache = call_cache(fcinfo);
+  CallCache::SharedObjectContext* free_slot = nullptr;
+  for (auto& slot : cache->shared) {
+    if (slot.cxt && slot.aggcxt == aggcxt) return slot.cxt;
+    if (!slot.cxt && !free_slot) free_slot = &slot;
+  }
+  if (!free_slot) return nullptr;
+  // Its only allocation is the callback that clears the slot when it goes
+  // (callbacks run before a context's memory is freed).
+  MemoryContext cxt = SlabContextCreate(aggcxt, "spillagg states", 128, sizeof(MemoryContextCallback));
+  auto* cb = static_cast<MemoryContextCallback*>(MemoryContextAlloc(cxt, sizeof(MemoryContextCallback)));
+  cb->func = forget_shared;
+  cb->arg = free_slot;
+  MemoryContextRegisterResetCallback(cxt, cb);
+  free_slot->aggcxt = aggcxt;
+  free_slot->cxt = cxt;
+  return cxt;
+}
+
+void attach_object(FunctionCallInfo fcinfo, KeyedAggHeader* agg, MemoryContext aggcxt) {
   // The object's context is a child of the aggregate context: nodeAgg keeps
   // such a read-write object as the transition value without copying it.
-  // Nothing is ever allocated in it (an empty slab context is its header
-  // alone); the header lives in the aggregate context with the state.
-  MemoryContext ocxt = SlabContextCreate(aggcxt, "spillagg state", 64, 8);
+  // Nothing of the state is allocated in it (the header lives in the
+  // aggregate context with the state), so whoever deletes or takes over the
+  // context frees nothing of the state.
+  //
+  // When nodeAgg calls (an expression tree: fn_expr), the states of one
+  // aggregate context share one such context: nodeAgg hands a read-write
+  // datum only to the transition or combine function (ours) and read-only
+  // ones to everything else, and never deletes an object a transition
+  // function returned again. Otherwise (Citus's worker_partial_agg and
+  // coord_combine_agg, which also hand the read-write datum to the
+  // aggregate's final function, which may be anyone's and may take the
+  // object over) each state has an empty slab context of its own (~180 bytes).
+  MemoryContext ocxt = fcinfo->flinfo->fn_expr ? shared_object_context(fcinfo, aggcxt) : nullptr;
+  if (!ocxt) ocxt = SlabContextCreate(aggcxt, "spillagg state", 64, 8);
   StateObject* o = &agg->object;
   memset(o, 0, sizeof(StateObject));
   EOH_init_header(&o->hdr, &kStateMethods, ocxt);

@@ -4,15 +4,13 @@
 // Every aggregate's transition type is spillagg_state. While an aggregate
 // runs, its transition value is a read-write expanded datum whose header
 // (StateObject, inside the KeyedAgg) names as its context an empty slab
-// context of its own, a child of the aggregate context, so nodeAgg
+// context, a child of the aggregate context, so nodeAgg
 // (ExecAggTransReparent) and Citus (HandleTransition) keep it in place
 // instead of copying it. The header and the KeyedAgg live in the aggregate
 // context, with the budget and the shutdown callback as before: whoever
 // deletes or takes over the object's context (DeleteExpandedObject,
-// TransferExpandedObject) frees nothing of the state, and a state costs the
-// empty slab context's header (~200 bytes) more than an internal one (an
-// allocation set per state would cost 1 kB, which 10,000 GROUP BY groups
-// feel). Bytes are produced only when PostgreSQL asks for them
+// TransferExpandedObject) frees nothing of the state. Under nodeAgg the
+// states of one aggregate context share that context (attach_object). Bytes are produced only when PostgreSQL asks for them
 // (get_flat_size / flatten_into): storing the value, a tuple queue of
 // parallel query, the type's output function (Citus's worker_partial_agg).
 // The flat form is the serialized state of stored_state.h with portable keys.
@@ -40,6 +38,12 @@ struct CallCache {
   KeyType* call_site_kt;
   MemoryContext stored_cxt;
   KeyType* stored_kt;
+  // Object contexts shared by the states this function makes in one
+  // aggregate context (expanded_state.cpp), cleared when deleted.
+  struct SharedObjectContext {
+    MemoryContext aggcxt;
+    MemoryContext cxt;
+  } shared[4];
 };
 CallCache* call_cache(FunctionCallInfo fcinfo);
 
@@ -56,7 +60,7 @@ struct StateObject {
 
 // Wraps a new live state in an expanded object whose context is a child of
 // aggcxt. PostgreSQL ERRORs only.
-void attach_object(KeyedAggHeader* agg, MemoryContext aggcxt);
+void attach_object(FunctionCallInfo fcinfo, KeyedAggHeader* agg, MemoryContext aggcxt);
 
 // The read-write datum of a live state (what transition functions return).
 Datum state_datum(KeyedAggHeader* agg);

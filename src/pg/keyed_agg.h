@@ -111,7 +111,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->limit = limit;
     s->state_tag = State::kTag;
     s->serialized = false;
-    attach_object(s, aggcxt);
+    attach_object(fcinfo, s, aggcxt);
     s->budget = qb;
     s->candidate = SpillCandidate{nullptr, nullptr, s, &spill_now, 0};
     s->table_mem.init(qb, &s->candidate, aggcxt);
