@@ -270,8 +270,10 @@ RESET sec.boom;
 SELECT count_distinct_final(rollup(s)) AS keys_after_errors FROM sec_dom_states;
 RESET spillagg.work_mem;
 
--- 6. The support functions are callable from SQL only with NULL for their
--- internal arguments: a NULL, or an ERROR, never a crash.
+-- 6. The support functions called from SQL: transition and combine
+-- functions refuse to run outside an aggregate (0A000); final functions take
+-- spillagg_state like the *_final functions (NULL in, NULL or 0 out); the
+-- serial functions of the internal states are gone.
 SELECT f, sec_try(q) AS outcome FROM (VALUES
   ('spillagg_count_distinct_transfn', 'SELECT spillagg_count_distinct_transfn(NULL, 1)::text'),
   ('spillagg_count_map_transfn', 'SELECT spillagg_count_map_transfn(NULL, ''a''::text)::text'),
@@ -295,7 +297,9 @@ SELECT f, sec_try(q) AS outcome FROM (VALUES
   ('spillagg_stats', 'SELECT states >= 0 FROM spillagg_stats()')) v(f, q);
 
 -- 7. Definitions PostgreSQL refuses a non-superuser: internal transition
--- states, C functions, binary-coercible casts into spillagg_state.
+-- states, C functions, binary-coercible casts into spillagg_state. (With
+-- spillagg_state as every aggregate's transition type, the extension's
+-- FINALFUNC and COMBINEFUNC fit anyone's aggregate: section 9.)
 CREATE FUNCTION sec_pick(spillagg_state, spillagg_state) RETURNS spillagg_state LANGUAGE sql AS 'SELECT coalesce($1, $2)';
 SELECT label, sec_ddl(q) AS outcome FROM (VALUES
   ('STYPE internal, spillagg transfn', $q$CREATE AGGREGATE sec_bad_internal(anyelement) (SFUNC = spillagg_count_distinct_transfn,
@@ -307,7 +311,7 @@ SELECT label, sec_ddl(q) AS outcome FROM (VALUES
   ('binary cast from own range type', $q$CREATE TYPE sec_range AS RANGE (subtype = int4);
      CREATE CAST (sec_range AS spillagg_state) WITHOUT FUNCTION$q$),
   ('binary cast from bytea', 'CREATE CAST (bytea AS spillagg_state) WITHOUT FUNCTION'),
-  -- with a spillagg_state transition state, the extension's internal functions do not fit
+  -- with a spillagg_state transition state, the extension's final and combine functions fit
   ('FINALFUNC spillagg_to_state', $q$CREATE AGGREGATE sec_bad_to_state(spillagg_state) (SFUNC = sec_pick,
      STYPE = spillagg_state, FINALFUNC = spillagg_to_state)$q$),
   ('COMBINEFUNC spillagg_combine', $q$CREATE AGGREGATE sec_bad_combine(spillagg_state) (SFUNC = sec_pick,
@@ -390,6 +394,79 @@ SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
 SET max_parallel_workers_per_gather = 2;
 SELECT sec_agg_par(s) AS parallel_count_distinct, (SELECT count_distinct_final(cd) FROM sec_st) AS direct FROM sec_many;
+SET max_parallel_workers_per_gather = 0;
+
+-- 9. spillagg's transition, combine and final functions in the attacker's
+-- own aggregates over spillagg_state: the live state (an expanded object)
+-- reaches the attacker's final functions, PostgreSQL flattens it, flat
+-- values (INITCOND, the attacker's transition results) reach spillagg's
+-- transition and combine functions, which expand them (same kind, key type
+-- and value type) or refuse them (22023); never a crash.
+CREATE FUNCTION sec_as_text(spillagg_state) RETURNS text LANGUAGE sql AS 'SELECT $1::text';
+CREATE FUNCTION sec_plpgsql_final(s spillagg_state) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE copy spillagg_state := s;
+BEGIN
+  RETURN count_map_final(copy);
+END $$;
+CREATE AGGREGATE sec_raw(text) (SFUNC = spillagg_count_map_transfn, STYPE = spillagg_state);
+CREATE AGGREGATE sec_text_final(text) (SFUNC = spillagg_count_map_transfn, STYPE = spillagg_state,
+                                       FINALFUNC = sec_as_text);
+CREATE AGGREGATE sec_plpgsql(text) (SFUNC = spillagg_count_map_transfn, STYPE = spillagg_state,
+                                    FINALFUNC = sec_plpgsql_final);
+CREATE AGGREGATE sec_wrong_final(text, int) (SFUNC = spillagg_sum_transfn, STYPE = spillagg_state,
+                                             FINALFUNC = count_map_final);
+CREATE AGGREGATE sec_cd_of_sum(text, int) (SFUNC = spillagg_sum_transfn, STYPE = spillagg_state,
+                                           FINALFUNC = count_distinct_final);
+SELECT string_agg(format('CREATE AGGREGATE sec_init_%s(%s) (SFUNC = spillagg_count_map_transfn, STYPE = spillagg_state,
+               INITCOND = %L, FINALFUNC = count_map_final);', n, t, st::text), E'\n') AS ddl
+FROM sec_st, LATERAL (VALUES ('cm', 'text', cm), ('cm_int', 'text', cm_int), ('sum_n', 'text', sum_n),
+                             ('cm_on_int', 'int', cm)) v(n, t, st) \gset
+:ddl
+CREATE AGGREGATE sec_rollup_w(spillagg_state) (SFUNC = spillagg_rollup_transfn, STYPE = spillagg_state);
+CREATE AGGREGATE sec_combine_par(text) (SFUNC = spillagg_count_map_transfn, STYPE = spillagg_state,
+                                        COMBINEFUNC = sec_pick, FINALFUNC = count_map_final, PARALLEL = SAFE);
+CREATE AGGREGATE sec_pick_combine(spillagg_state) (SFUNC = sec_pick, STYPE = spillagg_state,
+                                                   COMBINEFUNC = spillagg_combine, FINALFUNC = count_map_final,
+                                                   PARALLEL = SAFE);
+SELECT label, sec_try(q) AS outcome FROM (VALUES
+  ('no FINALFUNC: the flattened state',
+   'SELECT count_map_final(sec_raw(k)) = (SELECT count_map(k) FROM sec_src) FROM sec_src'),
+  ('no FINALFUNC, GROUP BY',
+   'SELECT bool_and(count_map_final(m) = n) FROM (SELECT ik, sec_raw(k) AS m, count_map(k) AS n FROM sec_src GROUP BY ik) x'),
+  ('FINALFUNC sql: state as text',
+   'SELECT count_map_final(sec_text_final(k)::spillagg_state) = (SELECT count_map(k) FROM sec_src) FROM sec_src'),
+  ('FINALFUNC plpgsql: state copied to a variable',
+   'SELECT sec_plpgsql(k) = (SELECT count_map(k) FROM sec_src) FROM sec_src'),
+  ('sum state to count_map_final', 'SELECT sec_wrong_final(k, ik)::text FROM sec_src'),
+  ('sum state to count_distinct_final', 'SELECT sec_cd_of_sum(k, ik)::text FROM sec_src'),
+  ('INITCOND count_map_state: merged with the rows',
+   $q$SELECT sec_init_cm(k) = (SELECT count_map(k) FROM (SELECT k FROM sec_src UNION ALL SELECT k FROM sec_src) x) FROM sec_src$q$),
+  ('INITCOND, no rows', 'SELECT sec_init_cm(k) = (SELECT count_map(k) FROM sec_src) FROM sec_src WHERE false'),
+  ('INITCOND int keys, text rows', 'SELECT sec_init_cm_int(k)::text FROM sec_src'),
+  ('INITCOND sum state, count rows', 'SELECT sec_init_sum_n(k)::text FROM sec_src'),
+  ('INITCOND text keys, int rows', 'SELECT sec_init_cm_on_int(ik)::text FROM sec_src'),
+  ('as a window function', 'SELECT count(*) FROM (SELECT sec_raw(k) OVER (ORDER BY i) AS w FROM sec_src) x WHERE w IS NOT NULL'),
+  ('rollup transition as a window function',
+   'SELECT count(*) FROM (SELECT sec_rollup_w(cm) OVER () AS w FROM sec_st) x WHERE w IS NOT NULL'),
+  ('transition functions outside an aggregate', 'SELECT spillagg_count_map_transfn(cm, ''a''::text)::text FROM sec_st'),
+  ('combine outside an aggregate', 'SELECT spillagg_combine(cm, cm)::text FROM sec_st'),
+  ('spillagg_to_state of a stored state', 'SELECT spillagg_to_state(cm)::text = cm::text FROM sec_st'),
+  ('top_k final with another key type', 'SELECT spillagg_top_k_finalfn(tk, NULL::int, 3)::text FROM sec_st'),
+  ('top_k final, text keys', 'SELECT spillagg_top_k_finalfn(tk, NULL::text, 3) = top_k_final(tk, NULL::text) FROM sec_st')
+) v(label, q);
+-- In parallel plans: spillagg's partial states (flattened by the workers)
+-- combined by the attacker's function, and the attacker's states combined
+-- by spillagg's.
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+CREATE TABLE sec_big AS SELECT i, 'k' || (i % 30) AS k, CASE WHEN i = 7 THEN (SELECT cm FROM sec_st) END AS s
+FROM generate_series(1, 60000) i;
+ANALYZE sec_big;
+EXPLAIN (COSTS OFF) SELECT sec_combine_par(k) FROM sec_big;
+SELECT (SELECT count(*) FROM jsonb_object_keys(sec_combine_par(k))) AS keys_of_one_partial FROM sec_big;
+SELECT sec_pick_combine(s) = (SELECT count_map_final(cm) FROM sec_st) AS combined_by_spillagg FROM sec_big;
 SET max_parallel_workers_per_gather = 0;
 
 -- The backend is still there.

@@ -14,6 +14,8 @@
 #
 #   bash test/run-all.sh                     # 15 and 18
 #   PG_VERSIONS="18" bash test/run-all.sh    # one version
+# Citus (test/t/005_citus.pl) is built from CITUS_TARBALL, if given (.ci/run
+# names the vendored one), for the versions in CITUS_PG_VERSIONS (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 versions=${PG_VERSIONS:-15 18}
@@ -56,6 +58,12 @@ for v in $versions; do
   make -s -C "$tree" PG_CONFIG="$pgc" clean
   make -s -C "$tree" -j"$jobs" PG_CONFIG="$pgc"
   $sudo make -s -C "$tree" PG_CONFIG="$pgc" install
+  # Citus for test/t/005_citus.pl, from the source tarball CITUS_TARBALL
+  # (none: skipped, and the test with it), for the versions it supports
+  # (Citus 13.2.2: 15 to 17).
+  case " ${CITUS_PG_VERSIONS:-15} " in
+    *" $v "*) PG_CONFIG="$pgc" bash test/build-citus.sh "${CITUS_TARBALL:-}" ;;
+  esac
   [ "$(id -u)" -eq 0 ] && chown -R postgres: "$tree"
 
   cluster_start "$work/cluster-$v" "$("$pgc" --bindir)"

@@ -21,14 +21,13 @@ using CountAgg = KeyedAgg<Count>;
 Datum spillagg_count_distinct_transfn(PG_FUNCTION_ARGS) {
   DistinctAgg* s = DistinctAgg::from_args(fcinfo, 1);
   s->add_row(fcinfo, [](Presence&) {});
-  PG_RETURN_POINTER(s);
+  return s->datum();
 }
 
 // The number of keys of a state; a stored state may be of any kind.
 static Datum count_distinct_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   if (!h) PG_RETURN_INT64(0);
-  uint8 tag = h->serialized ? h->state_tag : Presence::kTag;
-  return with_state_type(tag, [&](auto t) -> Datum {
+  return with_state_type(h->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
     KeyStream<State> keys(fcinfo, h, "count_distinct_final");
     int64 n = 0;
@@ -51,7 +50,7 @@ Datum spillagg_count_distinct_final(PG_FUNCTION_ARGS) {
 Datum spillagg_count_map_transfn(PG_FUNCTION_ARGS) {
   CountAgg* s = CountAgg::from_args(fcinfo, 1);
   s->add_row(fcinfo, [](Count& c) { c.add_one(); });
-  PG_RETURN_POINTER(s);
+  return s->datum();
 }
 
 static Datum count_map_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {

@@ -16,6 +16,7 @@
 
 #include "backend_stats.h"
 #include "boundary.h"
+#include "expanded_state.h"
 #include "key_type.h"
 #include "pg_memory.h"
 #include "query_budget.h"
@@ -27,13 +28,17 @@ namespace spillagg {
 size_t budget_bytes();  // spillagg.work_mem, resolved (module.cpp)
 
 // KeyedAggHeader::magic of an aggregate's live state and of a parsed
-// serialized state (SerializedState). Only superusers can define aggregates
-// with internal states, so this is a check against mistakes, not a defence.
+// serialized state (SerializedState). A live state is only ever reached
+// through its expanded object, whose methods pointer is checked first
+// (expanded_state.h); the magic is a second check.
 constexpr uint32 kLiveStateMagic = 0x5350474B;    // "KGPS"
 constexpr uint32 kParsedStateMagic = 0x53504750;  // "PGPS"
 
-// The key type of the aggregate call site, cached in fn_extra.
-KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno);
+// A new live state holding the keys of `other` (a flat value, or a live
+// state that may not be changed) for the call site's key type and value
+// type, which `other` must have (else an ERROR). partial_states.cpp.
+KeyedAggHeader* expand_state(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* other,
+                             uint8 state_tag, KeyType* kt, Oid value_type);
 
 // The part of every state that does not depend on State, so a final
 // function can read value_type before knowing which State it holds.
@@ -44,6 +49,10 @@ struct KeyedAggHeader {
   int32 limit;      // top_k's k
   uint8 state_tag;  // State::kTag
   bool serialized;  // a SerializedState (partial_states.cpp), not a KeyedAgg
+  // A live state's expanded-object header (expanded_state.h). Inside the
+  // state, so it costs no allocation of its own (56 bytes keep every
+  // KeyedAgg within the allocation size class it had).
+  StateObject object;
 };
 
 // Tiny-run compaction (SpillingTable::set_compaction): a state's runs are
@@ -60,27 +69,41 @@ struct KeyedAgg : KeyedAggHeader {
   ContextMemory meta_mem;  // the aggregate context: never release_all()ed by the core
   SpillingTable<State> table;
 
-  // The state in argument 0, created on the first call. PostgreSQL ERRORs
-  // only; call outside run_core.
+  // The state in argument 0: the read-write expanded object nodeAgg hands
+  // back (updated in place), or a new one on the first call, or a new one
+  // holding the keys of a flat (or read-only) value of spillagg_state, e.g.
+  // an INITCOND of someone's aggregate. PostgreSQL ERRORs only; call
+  // outside run_core.
   static KeyedAgg* from_args(FunctionCallInfo fcinfo, int key_argno) {
     MemoryContext aggcxt;
     if (!AggCheckCallContext(fcinfo, &aggcxt))
-      elog(ERROR, "spillagg transition function called in non-aggregate context");
-    if (!PG_ARGISNULL(0)) {
-      KeyedAgg* s = reinterpret_cast<KeyedAgg*>(PG_GETARG_POINTER(0));
-      if (s->magic != kLiveStateMagic || s->state_tag != State::kTag)
-        elog(ERROR, "spillagg transition function called with a state it did not make");
-      return s;
+      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                      errmsg("a spillagg transition function can only be called by an aggregate")));
+    if (IsA(fcinfo->context, WindowAggState))  // (it could not register its shutdown callback)
+      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                      errmsg("spillagg aggregates cannot be used as window functions")));
+    if (KeyedAggHeader* h = writable_state(fcinfo, 0)) {
+      if (h->state_tag != State::kTag ||
+          (fcinfo->flinfo->fn_expr && call_cache(fcinfo)->call_site_kt &&
+           call_cache(fcinfo)->call_site_kt->type != h->key->type))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("spillagg transition function called with a state of another kind")));
+      return static_cast<KeyedAgg*>(h);
     }
-    Oid value_type = PG_NARGS() > 2 ? get_fn_expr_argtype(fcinfo->flinfo, 2) : InvalidOid;
-    return create(fcinfo, aggcxt, call_site_key_type(fcinfo, key_argno), value_type, 0);
+    Oid value_type = PG_NARGS() > 2 ? call_arg_type(fcinfo, 2) : InvalidOid;
+    KeyType* kt = call_site_key_type(fcinfo, key_argno, aggcxt);
+    if (KeyedAggHeader* other = state_arg(fcinfo, 0))
+      return static_cast<KeyedAgg*>(expand_state(fcinfo, aggcxt, other, State::kTag, kt, value_type));
+    return create(fcinfo, aggcxt, kt, value_type, 0);
   }
+
+  Datum datum() { return state_datum(this); }
 
   // A new, empty state in aggcxt, registered with the query's budget.
   // PostgreSQL ERRORs only.
   static KeyedAgg* create(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyType* kt,
                           Oid value_type, int32 limit) {
-    QueryBudget* qb = QueryBudget::of(fcinfo->flinfo->fn_mcxt);
+    QueryBudget* qb = QueryBudget::of(query_context(fcinfo));
     KeyedAgg* s = new (MemoryContextAllocZero(aggcxt, sizeof(KeyedAgg))) KeyedAgg();
     s->magic = kLiveStateMagic;
     s->key = kt;
@@ -88,6 +111,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->limit = limit;
     s->state_tag = State::kTag;
     s->serialized = false;
+    attach_object(fcinfo, s, aggcxt);
     s->budget = qb;
     s->candidate = SpillCandidate{nullptr, nullptr, s, &spill_now, 0};
     s->table_mem.init(qb, &s->candidate, aggcxt);

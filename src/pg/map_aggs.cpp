@@ -134,8 +134,8 @@ void json_numeric_value(const NumericValue& x, JsonbValue* v) {
 }
 
 Oid value_type(FunctionCallInfo fcinfo) {
-  if (KeyedAggHeader* h = aggregate_state(fcinfo)) return h->value_type;
-  return get_fn_expr_argtype(fcinfo->flinfo, 2);
+  if (KeyedAggHeader* h = writable_state(fcinfo, 0)) return h->value_type;
+  return call_arg_type(fcinfo, 2);
 }
 
 
@@ -149,13 +149,13 @@ Datum map_transfn(FunctionCallInfo fcinfo, Value (*get)(Oid, Datum)) {
   s->add_row(fcinfo, [&](State& st) {
     if (has_value) st.add(v);
   });
-  PG_RETURN_POINTER(s);
+  return s->datum();
 }
 
 // A stored state given to a map final function must come from a map
 // aggregate (it names its value type).
 void check_map_state(KeyedAggHeader* h, const char* name) {
-  if (h->serialized && !OidIsValid(h->value_type)) wrong_state_kind(name);
+  if (!OidIsValid(h->value_type)) wrong_state_kind(name);
 }
 
 // The final step over an aggregate's state or a stored spillagg_state (h).

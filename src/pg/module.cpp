@@ -33,18 +33,6 @@ size_t budget_bytes() {
   return get_hash_memory_limit();
 }
 
-KeyType* call_site_key_type(FunctionCallInfo fcinfo, int key_argno) {
-  FmgrInfo* fl = fcinfo->flinfo;
-  if (!fl->fn_extra) {
-    Oid type = get_fn_expr_argtype(fl, key_argno);
-    if (!OidIsValid(type)) elog(ERROR, "spillagg: could not determine the key type");
-    KeyType* kt = static_cast<KeyType*>(MemoryContextAllocZero(fl->fn_mcxt, sizeof(KeyType)));
-    kt->init(type, PG_GET_COLLATION(), fl->fn_mcxt);
-    fl->fn_extra = kt;
-  }
-  return static_cast<KeyType*>(fl->fn_extra);
-}
-
 }  // namespace spillagg
 
 void _PG_init(void) {

@@ -1,17 +1,16 @@
-// The combine, serialize and deserialize functions shared by every spillagg
-// aggregate (parallel query), and the rollup aggregate's transition over
-// stored spillagg_state values (two-step aggregation). Combining merges the
-// other state key by key with the same State::merge used for spilled runs,
-// into a table that spills as usual, so the leader holds its budget plus the
-// one serialized partial state being read.
+// The combine function shared by every spillagg aggregate (parallel query,
+// Citus), the rollup aggregate's transition over stored spillagg_state
+// values (two-step aggregation), and the flattening of a live state into
+// its bytes. Combining merges the other state key by key with the same
+// State::merge used for spilled runs, into a table that spills as usual, so
+// the leader (or Citus coordinator) holds its budget plus the one flat
+// partial state being read.
 #include "postgres_api.h"
 
 #include "stored_state.h"
 
 extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_serialize);
 PG_FUNCTION_INFO_V1(spillagg_to_state);
-PG_FUNCTION_INFO_V1(spillagg_deserialize);
 PG_FUNCTION_INFO_V1(spillagg_combine);
 PG_FUNCTION_INFO_V1(spillagg_rollup_transfn);
 }
@@ -113,8 +112,11 @@ void combine_into(FunctionCallInfo fcinfo, KeyedAgg<State>* into, KeyedAggHeader
 }
 
 // combine(into, other) for any state kind; `into` may be NULL.
-Datum combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* into_h, KeyedAggHeader* other) {
-  return with_state_type(other->state_tag, [&](auto t) -> Datum {
+KeyedAggHeader* combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* into_h, KeyedAggHeader* other) {
+  if (other == into_h)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("cannot combine a spillagg state with itself")));
+  Datum d = with_state_type(other->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
     KeyedAgg<State>* into;
     if (!into_h) {
@@ -129,51 +131,64 @@ Datum combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* int
       into = static_cast<KeyedAgg<State>*>(into_h);
     }
     combine_into(fcinfo, into, other);
-    PG_RETURN_POINTER(into);
+    return PointerGetDatum(static_cast<KeyedAggHeader*>(into));
   });
+  return reinterpret_cast<KeyedAggHeader*>(DatumGetPointer(d));
+}
+
+// combine(arg 0, arg 1) as a transition: arg 0 is updated in place when it
+// is our read-write object; a flat (or read-only) arg 0 is first expanded
+// into a new state. Arguments are never changed otherwise.
+Datum combine_args(FunctionCallInfo fcinfo, const char* name) {
+  MemoryContext aggcxt;
+  if (!AggCheckCallContext(fcinfo, &aggcxt))
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s can only be called by an aggregate", name)));
+  if (IsA(fcinfo->context, WindowAggState))  // (a new state could not register its shutdown callback)
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("spillagg aggregates cannot be used as window functions")));
+  KeyedAggHeader* into = writable_state(fcinfo, 0);
+  KeyedAggHeader* first = into ? nullptr : state_arg(fcinfo, 0);
+  KeyedAggHeader* other = state_arg(fcinfo, 1);
+  if (first) into = combine(fcinfo, aggcxt, nullptr, first);
+  if (other) into = combine(fcinfo, aggcxt, into, other);
+  if (!into) PG_RETURN_NULL();
+  return state_datum(into);
 }
 
 }  // namespace
 
-static Datum serialize_state(FunctionCallInfo fcinfo, uint8 key_format) {
-  KeyedAggHeader* h = internal_state(fcinfo, 0);
-  return with_state_type(h->state_tag, [&](auto t) -> Datum {
+KeyedAggHeader* spillagg::expand_state(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* other,
+                                       uint8 state_tag, KeyType* kt, Oid value_type) {
+  if (other->state_tag != state_tag)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("cannot combine spillagg states of different kinds")));
+  Datum d = with_state_type(state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
-    PG_RETURN_BYTEA_P(serialize<State>(fcinfo, h, key_format));
+    KeyedAgg<State>* into = KeyedAgg<State>::create(fcinfo, aggcxt, kt, value_type, other->limit);
+    combine_into(fcinfo, into, other);  // checks key type, collation, value type
+    return PointerGetDatum(static_cast<KeyedAggHeader*>(into));
   });
+  return reinterpret_cast<KeyedAggHeader*>(DatumGetPointer(d));
 }
 
-// Partial states between parallel workers: keys as in-memory images.
-Datum spillagg_serialize(PG_FUNCTION_ARGS) { return serialize_state(fcinfo, kKeysImage); }
-
-// The final function of every *_state aggregate and of rollup: a
-// spillagg_state, with keys in their type's binary send format.
-Datum spillagg_to_state(PG_FUNCTION_ARGS) { return serialize_state(fcinfo, kKeysPortable); }
-
-// Only checks the header: the combine step checks each record as it reads it.
-Datum spillagg_deserialize(PG_FUNCTION_ARGS) {
-  PG_RETURN_POINTER(parse_state_bytes(PG_GETARG_BYTEA_PP(0), false));
+bytea* spillagg::flatten_state(KeyedAggHeader* h) {
+  Datum d = with_state_type(h->state_tag, [&](auto t) -> Datum {
+    using State = typename decltype(t)::type;
+    return PointerGetDatum(serialize<State>(nullptr, h, kKeysPortable));
+  });
+  return reinterpret_cast<bytea*>(DatumGetPointer(d));
 }
 
-Datum spillagg_combine(PG_FUNCTION_ARGS) {
-  MemoryContext aggcxt;
-  if (!AggCheckCallContext(fcinfo, &aggcxt))
-    elog(ERROR, "spillagg_combine called in non-aggregate context");
-  if (PG_ARGISNULL(1)) {
-    if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-    PG_RETURN_POINTER(PG_GETARG_POINTER(0));
-  }
-  return combine(fcinfo, aggcxt, internal_state(fcinfo, 0), internal_state(fcinfo, 1));
+// The final function of every *_state aggregate and of rollup: the state
+// as a flat spillagg_state (a flat one is returned as it is).
+Datum spillagg_to_state(PG_FUNCTION_ARGS) {
+  KeyedAggHeader* h = state_arg(fcinfo, 0);
+  if (!h) PG_RETURN_NULL();
+  if (h->serialized) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+  PG_RETURN_BYTEA_P(flatten_state(h));
 }
+
+Datum spillagg_combine(PG_FUNCTION_ARGS) { return combine_args(fcinfo, "spillagg_combine"); }
 
 // rollup(spillagg_state): merges stored states (e.g. per day -> per month).
-Datum spillagg_rollup_transfn(PG_FUNCTION_ARGS) {
-  MemoryContext aggcxt;
-  if (!AggCheckCallContext(fcinfo, &aggcxt))
-    elog(ERROR, "spillagg_rollup_transfn called in non-aggregate context");
-  if (PG_ARGISNULL(1)) {
-    if (PG_ARGISNULL(0)) PG_RETURN_NULL();
-    PG_RETURN_POINTER(PG_GETARG_POINTER(0));
-  }
-  return combine(fcinfo, aggcxt, internal_state(fcinfo, 0), parse_state_bytes(PG_GETARG_BYTEA_PP(1), true));
-}
+Datum spillagg_rollup_transfn(PG_FUNCTION_ARGS) { return combine_args(fcinfo, "spillagg_rollup_transfn"); }

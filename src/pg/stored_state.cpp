@@ -71,22 +71,9 @@ SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
   return ss;
 }
 
-KeyedAggHeader* internal_state(FunctionCallInfo fcinfo, int argno) {
-  if (PG_ARGISNULL(argno)) return nullptr;
-  if (!AggCheckCallContext(fcinfo, nullptr))
-    elog(ERROR, "spillagg support function called in non-aggregate context");
-  KeyedAggHeader* h = reinterpret_cast<KeyedAggHeader*>(PG_GETARG_POINTER(argno));
-  if (h->magic != kLiveStateMagic && h->magic != kParsedStateMagic)
-    elog(ERROR, "spillagg support function called with a state it did not make");
-  return h;
-}
+KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo) { return state_arg(fcinfo, 0); }
 
-KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo) { return internal_state(fcinfo, 0); }
-
-KeyedAggHeader* stored_state(FunctionCallInfo fcinfo) {
-  if (PG_ARGISNULL(0)) return nullptr;
-  return parse_state_bytes(PG_GETARG_BYTEA_PP(0), true);
-}
+KeyedAggHeader* stored_state(FunctionCallInfo fcinfo) { return state_arg(fcinfo, 0); }
 
 KeyType* new_key_type(const SerializedState* ss, MemoryContext cxt) {
   if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
@@ -99,24 +86,15 @@ KeyType* new_key_type(const SerializedState* ss, MemoryContext cxt) {
 // The cached KeyType lives in a context of its own, replaced when a state of
 // another key type or collation comes (rollup over mixed states must not
 // grow per row). Nothing but KeyStreams of this call use it.
-struct StoredKeyTypeCache {
-  MemoryContext cxt;
-  KeyType* kt;
-};
-
 KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss) {
   FmgrInfo* fl = fcinfo->flinfo;
-  auto* cache = static_cast<StoredKeyTypeCache*>(fl->fn_extra);
-  if (!cache) {
-    cache = static_cast<StoredKeyTypeCache*>(MemoryContextAllocZero(fl->fn_mcxt, sizeof(StoredKeyTypeCache)));
-    fl->fn_extra = cache;
-  }
-  KeyType* kt = cache->kt;
+  CallCache* cache = call_cache(fcinfo);
+  KeyType* kt = cache->stored_kt;
   if (!kt || kt->type != ss->key_type || kt->collation != ss->collation) {
-    cache->kt = nullptr;
-    if (cache->cxt) MemoryContextDelete(cache->cxt);
-    cache->cxt = AllocSetContextCreate(fl->fn_mcxt, "spillagg stored key type", ALLOCSET_SMALL_SIZES);
-    cache->kt = kt = new_key_type(ss, cache->cxt);
+    cache->stored_kt = nullptr;
+    if (cache->stored_cxt) MemoryContextDelete(cache->stored_cxt);
+    cache->stored_cxt = AllocSetContextCreate(fl->fn_mcxt, "spillagg stored key type", ALLOCSET_SMALL_SIZES);
+    cache->stored_kt = kt = new_key_type(ss, cache->stored_cxt);
   }
   return kt;
 }

@@ -1,15 +1,17 @@
-// Serialized states: the bytes a partial state travels in between parallel
-// workers, and the value of the spillagg_state type (two-step aggregation).
+// Serialized states: the flat form of the spillagg_state type, the
+// transition type of every aggregate (expanded_state.h): what a partial
+// state travels as between parallel workers and Citus nodes, and what the
+// two-step aggregation stores.
 //
 //   "SPAG" | u8 format version | u8 state tag | u32 key type | u32 collation
 //   | u32 value type | i32 limit | u8 key format | records...
 //
 // Records are the run records of spilling_table.h, one per distinct key
-// with its merged state, in hash order. Keys are the in-memory image between
-// parallel workers (kKeysImage: bytes that never leave the server), but the
-// type's binary send format in a spillagg_state (kKeysPortable), read back
-// through its receive function, which validates them as it does any client
-// input. Everything else is checked as it is read: a truncated, corrupt or
+// with its merged state, in hash order. Keys are in their type's binary send
+// format (kKeysPortable), read back through its receive function, which
+// validates them as it does any client input. (kKeysImage, in-memory key
+// images, was the format between parallel workers when states were
+// internal; no value of the type may carry it.) Everything else is checked as it is read: a truncated, corrupt or
 // foreign state is an ERROR (22P03), never a crash.
 #pragma once
 
@@ -38,15 +40,11 @@ struct SerializedState : KeyedAggHeader {
 SerializedState* parse_state_bytes(const bytea* b, bool require_portable);
 
 // The state argument (argument 0) of a final function; nullptr if NULL.
-// Every final function has two C entry points: the aggregate's own
-// (declared internal, called by nodeAgg with its live state) and the
-// SQL-callable X_final (declared spillagg_state), which only ever parses
-// bytes. No SQL-callable function treats an argument as a pointer.
+// Both are state_arg(fcinfo, 0) (expanded_state.h): the aggregate's final
+// function (nodeAgg passes its live state read-only) and the SQL-callable
+// X_final (usually a stored, flat value) accept either, and check either.
 KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo);
 KeyedAggHeader* stored_state(FunctionCallInfo fcinfo);
-
-// An internal argument that must be a spillagg state (combine functions).
-KeyedAggHeader* internal_state(FunctionCallInfo fcinfo, int argno);
 
 // The key type of a serialized state, cached in fn_extra (valid until the
 // next call of this function), and one made to last as long as cxt.

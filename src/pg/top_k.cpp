@@ -93,7 +93,7 @@ Datum spillagg_top_k_transfn(PG_FUNCTION_ARGS) {
                     errdetail("top_k was called with k = %d and then k = %d.", s->limit, k)));
   s->limit = k;
   s->add_row(fcinfo, [](Count& c) { c.add_one(); });
-  PG_RETURN_POINTER(s);
+  return s->datum();
 }
 
 // Of an aggregate's state, or of a stored state for top_k_final(spillagg_state,
@@ -103,10 +103,13 @@ static Datum top_k_result(FunctionCallInfo fcinfo, KeyedAggHeader* header) {
   if (!header) PG_RETURN_NULL();
   KeyStream<Count> keys(fcinfo, header, "top_k_final");
   KeyType* kt = keys.key;
-  if (header->serialized && get_fn_expr_argtype(fcinfo->flinfo, 1) != kt->type)
+  // The result is an array of the state's key type: it must be the type
+  // the call site resolved its result to (the second argument's).
+  Oid named = call_arg_type(fcinfo, 1);
+  if (named != kt->type)
     ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
                     errmsg("the state holds keys of type %s, not %s", format_type_be(kt->type),
-                           format_type_be(get_fn_expr_argtype(fcinfo->flinfo, 1)))));
+                           OidIsValid(named) ? format_type_be(named) : "(unknown)")));
   if (header->limit <= 0)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("this spillagg state has no k: make it with top_k_state(key, k)")));
