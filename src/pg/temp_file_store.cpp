@@ -57,7 +57,6 @@ RunStore::Run TempFileStore::create_run() {
   Segment* s = new_segment();
   s->start = s->end = size_;
   s->next = nullptr;
-  s->last = s;
   s->buf = nullptr;
   backend_stats.runs++;
   return s;
@@ -65,7 +64,8 @@ RunStore::Run TempFileStore::create_run() {
 
 void TempFileStore::write(Run r, const void* p, size_t n) {
   Segment* s = static_cast<Segment*>(r);
-  Segment* tail = s->last;
+  Segment* tail = s;
+  while (tail->next) tail = tail->next;
   if (tail->end != size_) {  // the file grew since: the run goes on elsewhere
     if (tail->start == tail->end) {
       tail->start = tail->end = size_;
@@ -73,8 +73,9 @@ void TempFileStore::write(Run r, const void* p, size_t n) {
       Segment* more = new_segment();
       more->start = more->end = size_;
       more->next = nullptr;
+      more->buf = nullptr;
       tail->next = more;
-      s->last = tail = more;
+      tail = more;
     }
   }
   seek(size_);  // a merge may have read elsewhere since the last write

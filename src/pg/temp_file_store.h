@@ -38,8 +38,9 @@ class TempFileStore final : public RunStore {
   // may append their own spills to the file (a merge pass that needs memory
   // makes them spill), so each write that does not continue the run's last
   // extent starts a new one. Thousands of states may each hold many small
-  // runs, so an extent is kept to 40 bytes; only a run being read has a
-  // buffer (with its read position) of its own.
+  // runs, so an extent is kept to 32 bytes (the tail is found by walking the
+  // chain, which is one extent long but for such rare interleavings); only a
+  // run being read has a buffer (with its read position) of its own.
   struct Segment;
   struct ReadBuffer {
     Segment* extent;   // the extent being read
@@ -49,12 +50,9 @@ class TempFileStore final : public RunStore {
   };
   struct Segment {
     uint64 start, end;
-    Segment* next;  // the run's next extent; in the first, also:
+    Segment* next;  // the run's next extent
     union {
-      struct {
-        Segment* last;    // the extent being appended to
-        ReadBuffer* buf;  // nullptr until the first read
-      };
+      ReadBuffer* buf;     // in a run's first extent: nullptr until the first read
       Segment* next_free;  // while on the free list
     };
   };
