@@ -251,23 +251,23 @@ CREATE AGGREGATE top_k_state(anyelement, integer) (
 );
 COMMENT ON AGGREGATE top_k_state(anyelement, integer) IS 'top_k as a stored state of all counts (finish with top_k_final)';
 
--- The *_final functions have C entry points of their own, which only read
--- bytes (never the aggregates' internal final functions). They are STABLE:
+-- The *_final functions share the aggregates' final functions, which read
+-- a flat value or a verified expanded object (never a raw pointer). STABLE:
 -- key text depends on TimeZone, DateStyle, extra_float_digits, as to_jsonb's.
 CREATE FUNCTION count_distinct_final(spillagg_state) RETURNS bigint
-AS 'MODULE_PATHNAME', 'spillagg_count_distinct_final' LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_count_distinct_finalfn' LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION count_distinct_final(spillagg_state) IS 'number of distinct keys in a stored state (of any kind); 0 for NULL, as count_distinct over no rows';
 
 CREATE FUNCTION count_map_final(spillagg_state) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'spillagg_count_map_final' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION count_map_final(spillagg_state) IS 'count_map''s result from a count_map_state or top_k_state';
 
 CREATE FUNCTION histogram_final(spillagg_state) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'spillagg_count_map_final' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_count_map_finalfn' LANGUAGE C STRICT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION histogram_final(spillagg_state) IS 'alias of count_map_final';
 
 CREATE FUNCTION top_k_final(spillagg_state, anyelement) RETURNS anyarray
-AS 'MODULE_PATHNAME', 'spillagg_top_k_final' LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'spillagg_top_k_finalfn' LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION top_k_final(spillagg_state, anyelement)
 IS 'top_k''s result from a top_k_state; the second argument names the key type, e.g. NULL::text';
 
@@ -297,7 +297,7 @@ BEGIN
         END LOOP;
         EXECUTE format('CREATE FUNCTION %s_final(spillagg_state) RETURNS jsonb
                         AS %L, %L LANGUAGE C STRICT STABLE PARALLEL SAFE',
-                       agg.name, 'MODULE_PATHNAME', 'spillagg_' || agg.final || '_final');
+                       agg.name, 'MODULE_PATHNAME', 'spillagg_' || agg.final || '_finalfn');
         EXECUTE format('COMMENT ON FUNCTION %s_final(spillagg_state) IS %L', agg.name,
                        agg.name || '''s result from a stored state');
     END LOOP;

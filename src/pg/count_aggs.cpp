@@ -7,10 +7,8 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_count_distinct_transfn);
 PG_FUNCTION_INFO_V1(spillagg_count_distinct_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_count_distinct_final);
 PG_FUNCTION_INFO_V1(spillagg_count_map_transfn);
 PG_FUNCTION_INFO_V1(spillagg_count_map_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_count_map_final);
 }
 
 using namespace spillagg;
@@ -40,11 +38,9 @@ static Datum count_distinct_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   });
 }
 
+// Also count_distinct_final(spillagg_state).
 Datum spillagg_count_distinct_finalfn(PG_FUNCTION_ARGS) {
-  return count_distinct_result(fcinfo, aggregate_state(fcinfo));
-}
-Datum spillagg_count_distinct_final(PG_FUNCTION_ARGS) {
-  return count_distinct_result(fcinfo, stored_state(fcinfo));
+  return count_distinct_result(fcinfo, state_arg(fcinfo, 0));
 }
 
 Datum spillagg_count_map_transfn(PG_FUNCTION_ARGS) {
@@ -64,5 +60,5 @@ static Datum count_map_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   PG_RETURN_DATUM(map);
 }
 
-Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) { return count_map_result(fcinfo, aggregate_state(fcinfo)); }
-Datum spillagg_count_map_final(PG_FUNCTION_ARGS) { return count_map_result(fcinfo, stored_state(fcinfo)); }
+// Also count_map_final and histogram_final(spillagg_state).
+Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) { return count_map_result(fcinfo, state_arg(fcinfo, 0)); }

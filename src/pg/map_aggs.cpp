@@ -15,24 +15,16 @@ PG_FUNCTION_INFO_V1(spillagg_sum_transfn);
 PG_FUNCTION_INFO_V1(spillagg_min_transfn);
 PG_FUNCTION_INFO_V1(spillagg_max_transfn);
 PG_FUNCTION_INFO_V1(spillagg_moments_transfn);
-// Each final function twice: X_finalfn(internal) for the aggregate,
-// X_final(spillagg_state) for stored states (stored_state.h).
+// Each final function serves the aggregates and the X_final functions of
+// stored states alike: both read their spillagg_state through state_arg.
 PG_FUNCTION_INFO_V1(spillagg_sum_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_sum_final);
 PG_FUNCTION_INFO_V1(spillagg_avg_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_avg_final);
 PG_FUNCTION_INFO_V1(spillagg_min_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_min_final);
 PG_FUNCTION_INFO_V1(spillagg_max_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_max_final);
 PG_FUNCTION_INFO_V1(spillagg_var_samp_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_var_samp_final);
 PG_FUNCTION_INFO_V1(spillagg_var_pop_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_var_pop_final);
 PG_FUNCTION_INFO_V1(spillagg_stddev_samp_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_stddev_samp_final);
 PG_FUNCTION_INFO_V1(spillagg_stddev_pop_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_stddev_pop_final);
 }
 
 using namespace spillagg;
@@ -380,9 +372,8 @@ static Datum stddev_pop_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   return moments_result(fcinfo, h, "stddev_pop_map_final", false, true);
 }
 
-#define SPILLAGG_FINAL_ENTRY_POINTS(name, result)                                               \
-  Datum spillagg_##name##_finalfn(PG_FUNCTION_ARGS) { return result(fcinfo, aggregate_state(fcinfo)); } \
-  Datum spillagg_##name##_final(PG_FUNCTION_ARGS) { return result(fcinfo, stored_state(fcinfo)); }
+#define SPILLAGG_FINAL_ENTRY_POINTS(name, result) \
+  Datum spillagg_##name##_finalfn(PG_FUNCTION_ARGS) { return result(fcinfo, state_arg(fcinfo, 0)); }
 
 SPILLAGG_FINAL_ENTRY_POINTS(sum, sum_result)
 SPILLAGG_FINAL_ENTRY_POINTS(avg, avg_result)

@@ -71,10 +71,6 @@ SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
   return ss;
 }
 
-KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo) { return state_arg(fcinfo, 0); }
-
-KeyedAggHeader* stored_state(FunctionCallInfo fcinfo) { return state_arg(fcinfo, 0); }
-
 KeyType* new_key_type(const SerializedState* ss, MemoryContext cxt) {
   if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(ss->key_type)))
     invalid_state("its key type does not exist in this database");

@@ -39,13 +39,6 @@ struct SerializedState : KeyedAggHeader {
 // A spillagg_state value must have portable keys.
 SerializedState* parse_state_bytes(const bytea* b, bool require_portable);
 
-// The state argument (argument 0) of a final function; nullptr if NULL.
-// Both are state_arg(fcinfo, 0) (expanded_state.h): the aggregate's final
-// function (nodeAgg passes its live state read-only) and the SQL-callable
-// X_final (usually a stored, flat value) accept either, and check either.
-KeyedAggHeader* aggregate_state(FunctionCallInfo fcinfo);
-KeyedAggHeader* stored_state(FunctionCallInfo fcinfo);
-
 // The key type of a serialized state, cached in fn_extra (valid until the
 // next call of this function), and one made to last as long as cxt.
 KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss);

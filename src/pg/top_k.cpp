@@ -9,7 +9,6 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(spillagg_top_k_transfn);
 PG_FUNCTION_INFO_V1(spillagg_top_k_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_top_k_final);
 }
 
 using namespace spillagg;
@@ -156,5 +155,5 @@ static Datum top_k_result(FunctionCallInfo fcinfo, KeyedAggHeader* header) {
   PG_RETURN_ARRAYTYPE_P(construct_array(result, n, kt->type, typlen, typbyval, typalign));
 }
 
-Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) { return top_k_result(fcinfo, aggregate_state(fcinfo)); }
-Datum spillagg_top_k_final(PG_FUNCTION_ARGS) { return top_k_result(fcinfo, stored_state(fcinfo)); }
+// Also top_k_final(spillagg_state, anyelement).
+Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) { return top_k_result(fcinfo, state_arg(fcinfo, 0)); }
