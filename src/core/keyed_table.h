@@ -54,7 +54,10 @@ class KeyedTable {
     State state;
   };
   static constexpr uint32_t kEmpty = UINT32_MAX;
-  static constexpr size_t kMinSlots = 16;  // small: a GROUP BY may hold thousands
+  // small: a GROUP BY may hold thousands; 2 (one key) for entries of
+  // several kB (the wide numeric rungs), so one key's table stays near
+  // the size of its state.
+  static constexpr size_t kMinSlots = sizeof(Entry) > 4096 ? 2 : 16;
   // At load 3/4 the longest cluster of n random keys is about 27 ln n
   // slots (~300 for the 65k keys of a 4 MB table, ~450 for 16M): 1024 is
   // never reached by chance, and keys in hash order pass it at once. (256,

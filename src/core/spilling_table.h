@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "codec.h"
+#include "decimal.h"
 #include "keyed_table.h"
 #include "run_store.h"
 
@@ -41,20 +42,45 @@ constexpr size_t kStateMax = 256;  // bound on State::encode output
 constexpr size_t kIoChunk = 8192;    // write buffering (on the stack)
 constexpr size_t kReadChunk = 2048;  // a reader's own buffer; grows for larger records
 
+// The bound on State::encode output: kStateMax, or State::kMaxEncoded for
+// states that declare a larger one (the wide numeric rungs).
+template <class S, class = void>
+struct StateMax : std::integral_constant<size_t, kStateMax> {};
+template <class S>
+struct StateMax<S, std::void_t<decltype(S::kMaxEncoded)>>
+    : std::integral_constant<size_t, (S::kMaxEncoded > kStateMax ? S::kMaxEncoded : kStateMax)> {};
+
 // Writes one record in the run format (also the serialized-state format).
 template <class State>
 void write_run_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
-  struct TooLarge final : ByteSink {
-    void write(const void*, size_t) override { throw std::length_error("state encoding too large"); }
-  } too_large;
-  uint8_t sbuf[kStateMax];
-  Writer sw(&too_large, sbuf, sizeof sbuf);
-  st.encode(sw);
-  w.varint(key.len);
-  w.varint(sw.buffered());
-  w.fixed<uint64_t>(hash);
-  w.bytes(key.data, key.len);
-  w.bytes(sbuf, sw.buffered());
+  if constexpr (StateMax<State>::value <= kStateMax) {
+    struct TooLarge final : ByteSink {
+      void write(const void*, size_t) override { throw std::length_error("state encoding too large"); }
+    } too_large;
+    uint8_t sbuf[kStateMax];
+    Writer sw(&too_large, sbuf, sizeof sbuf);
+    st.encode(sw);
+    w.varint(key.len);
+    w.varint(sw.buffered());
+    w.fixed<uint64_t>(hash);
+    w.bytes(key.data, key.len);
+    w.bytes(sbuf, sw.buffered());
+  } else {  // large states: measure the encoding, then write it in place
+    struct Counter final : ByteSink {
+      size_t n = 0;
+      void write(const void*, size_t len) override { n += len; }
+    } counter;
+    uint8_t cbuf[256];
+    Writer cw(&counter, cbuf, sizeof cbuf);
+    st.encode(cw);
+    cw.flush();
+    if (counter.n > StateMax<State>::value) throw std::length_error("state encoding too large");
+    w.varint(key.len);
+    w.varint(counter.n);
+    w.fixed<uint64_t>(hash);
+    w.bytes(key.data, key.len);
+    st.encode(w);
+  }
 }
 
 struct RecordHeader {
@@ -63,10 +89,10 @@ struct RecordHeader {
   uint64_t hash;
 };
 
-inline RecordHeader read_record_header(Reader& r) {
+inline RecordHeader read_record_header(Reader& r, size_t state_max = kStateMax) {
   uint64_t key_len = r.varint();
   uint64_t state_len = r.varint();
-  if (key_len > UINT32_MAX || state_len > kStateMax) throw CorruptData("bad record header");
+  if (key_len > UINT32_MAX || state_len > state_max) throw CorruptData("bad record header");
   return RecordHeader{static_cast<uint32_t>(key_len), static_cast<uint32_t>(state_len),
                       r.fixed<uint64_t>()};
 }
@@ -74,7 +100,7 @@ inline RecordHeader read_record_header(Reader& r) {
 // Reads one whole record from memory; the key points into r's bytes.
 template <class State>
 void read_run_record(Reader& r, uint64_t* hash, KeyView* key, State* st) {
-  RecordHeader h = read_record_header(r);
+  RecordHeader h = read_record_header(r, StateMax<State>::value);
   *hash = h.hash;
   *key = KeyView{r.take(h.key_len), h.key_len};
   Reader s(r.take(h.state_len), h.state_len);
@@ -107,7 +133,7 @@ class RunReader {
     --left_;
     ensure(kRecordHeaderMax);
     Reader h(buf_ + pos_, len_ - pos_);
-    RecordHeader head = read_record_header(h);
+    RecordHeader head = read_record_header(h, StateMax<State>::value);
     size_t total = static_cast<size_t>(h.position() - (buf_ + pos_)) + head.key_len + head.state_len;
     if (ensure(total) < total) throw CorruptData("spill run truncated");
     Reader rec(buf_ + pos_, total);
@@ -286,8 +312,15 @@ class SpillingTable {
       // counted twice over for the allocator's rounding.
       size_t need = 2 * (nruns_ * (kReadChunk + sizeof(RunReader<State>) + sizeof(HeapItem)) +
                          2 * kReadChunk + sizeof(Merge));
-      if (records <= compact_records_ && table_.bytes_allocated() + need <= table_.budget())
-        merge_pass(nruns_);
+      if (records <= compact_records_ && table_.bytes_allocated() + need <= table_.budget()) {
+        try {
+          merge_pass(nruns_);
+        } catch (const StateOverflow&) {
+          // Merged states that outgrow this State's width: leave the runs
+          // as they are (the final merge escalates), and compact no more.
+          compact_runs_ = 0;
+        }
+      }
     }
   }
 
@@ -299,6 +332,21 @@ class SpillingTable {
     nruns_ = 0;
     merge_ = nullptr;
     table_.clear();
+  }
+
+  // Takes over every run of `from` (whose records this State's decode
+  // reads: a narrower numeric rung), after spilling its table; `from` is
+  // left empty, with no runs to destroy.
+  template <class Other>
+  void adopt_runs(SpillingTable<Other>& from) {
+    from.spill();
+    reserve_runs(nruns_ + from.nruns_);
+    for (size_t i = 0; i < from.nruns_; ++i) add_run(from.runs_[i].run, from.runs_[i].records);
+    from.nruns_ = 0;
+    stats_.spills += from.stats_.spills;
+    stats_.bytes_written += from.stats_.bytes_written;
+    stats_.merge_passes += from.stats_.merge_passes;
+    stats_.peak_bytes = std::max(stats_.peak_bytes, from.stats_.peak_bytes);
   }
 
   size_t size_in_memory() const { return table_.size(); }
@@ -384,7 +432,7 @@ class SpillingTable {
         readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem);
         if (readers_[i].next()) push(HeapItem{readers_[i].current().hash, static_cast<uint32_t>(i)});
       }
-      group_cap_ = 16;
+      group_cap_ = sizeof(State) > 4096 ? 2 : 16;  // wide numeric states: 60 kB each
       group_ = static_cast<Member*>(mem->allocate(group_cap_ * sizeof(Member)));
       keys_cap_ = kReadChunk;
       keys_ = static_cast<uint8_t*>(mem->allocate(keys_cap_));
@@ -527,15 +575,17 @@ class SpillingTable {
     return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
   }
 
+  void reserve_runs(size_t n) {
+    if (n <= runs_cap_) return;
+    size_t cap = std::max<size_t>(n, runs_cap_ ? runs_cap_ * 2 : 8);
+    RunInfo* r = static_cast<RunInfo*>(meta_mem_->allocate(cap * sizeof(RunInfo)));
+    if (nruns_) std::memcpy(static_cast<void*>(r), runs_, nruns_ * sizeof(RunInfo));
+    if (runs_) meta_mem_->release(runs_);
+    runs_ = r;
+    runs_cap_ = cap;
+  }
   void add_run(RunStore::Run run, uint64_t records) {
-    if (nruns_ == runs_cap_) {
-      size_t cap = runs_cap_ ? runs_cap_ * 2 : 8;
-      RunInfo* r = static_cast<RunInfo*>(meta_mem_->allocate(cap * sizeof(RunInfo)));
-      if (nruns_) std::memcpy(static_cast<void*>(r), runs_, nruns_ * sizeof(RunInfo));
-      if (runs_) meta_mem_->release(runs_);
-      runs_ = r;
-      runs_cap_ = cap;
-    }
+    reserve_runs(nruns_ + 1);
     runs_[nruns_++] = RunInfo{run, records};
     stats_.runs++;
   }
@@ -545,28 +595,43 @@ class SpillingTable {
     merge_->init(this, first, k);
   }
 
-  // Merges the oldest `k` runs into one new run at the end of the list.
+  // Merges the oldest `k` runs into one new run at the end of the list. If
+  // it fails (e.g. a merged state overflows: StateOverflow), the runs are
+  // as they were, rewound, and the half-written output is gone.
   void merge_pass(size_t k) {
-    open_merge(0, k);
-    RunStore::Run out = store_->create_run();
-    RunSink sink(store_, out);
-    uint8_t buf[kIoChunk];
-    Writer w(&sink, buf, sizeof buf);
-    uint64_t n = 0, hash;
-    KeyView key;
-    State st;
-    while (merge_->next(&hash, &key, &st)) {
-      write_run_record(w, hash, key, st);
-      ++n;
+    RunStore::Run out{};
+    bool have_out = false;
+    try {
+      open_merge(0, k);
+      out = store_->create_run();
+      have_out = true;
+      RunSink sink(store_, out);
+      uint8_t buf[kIoChunk];
+      Writer w(&sink, buf, sizeof buf);
+      uint64_t n = 0, hash;
+      KeyView key;
+      State st;
+      while (merge_->next(&hash, &key, &st)) {
+        write_run_record(w, hash, key, st);
+        ++n;
+      }
+      w.flush();
+      store_->finish_writing(out);
+      have_out = false;
+      for (size_t i = 0; i < k; ++i) store_->destroy_run(runs_[i].run);
+      std::memmove(static_cast<void*>(runs_), runs_ + k, (nruns_ - k) * sizeof(RunInfo));
+      nruns_ -= k;
+      add_run(out, n);  // (room: k >= 1 entries were just freed)
+      stats_.merge_passes++;
+      stats_.bytes_written += sink.bytes();
+    } catch (...) {
+      if (have_out) store_->destroy_run(out);
+      if (merge_)
+        for (size_t i = 0; i < k; ++i) store_->rewind(runs_[i].run);
+      merge_ = nullptr;
+      table_mem_->release_all();
+      throw;
     }
-    w.flush();
-    store_->finish_writing(out);
-    for (size_t i = 0; i < k; ++i) store_->destroy_run(runs_[i].run);
-    std::memmove(static_cast<void*>(runs_), runs_ + k, (nruns_ - k) * sizeof(RunInfo));
-    nruns_ -= k;
-    add_run(out, n);
-    stats_.merge_passes++;
-    stats_.bytes_written += sink.bytes();
     merge_ = nullptr;
     table_mem_->release_all();
   }
@@ -590,6 +655,10 @@ class SpillingTable {
   uint64_t compact_records_;
   std::array<Deferred, kDeferDepth> deferred_;
   size_t ndeferred_, next_deferred_;
+
+
+  template <class>
+  friend class SpillingTable;
 };
 
 static_assert(std::is_trivially_destructible_v<SpillingTable<uint64_t>>);

@@ -319,12 +319,12 @@ struct NumericKinds {
   int64_t finite() const { return n - nan - pos_inf - neg_inf; }
   bool special() const { return nan + pos_inf + neg_inf > 0; }
   // Counts v; true if it is finite.
-  bool count(const NumericValue& v) {
+  bool count(uint8_t kind) {
     add_count(n, 1);
-    if (v.kind == NumericValue::kNaN) ++nan;
-    else if (v.kind == NumericValue::kPosInf) ++pos_inf;
-    else if (v.kind == NumericValue::kNegInf) ++neg_inf;
-    return v.kind == NumericValue::kFinite;
+    if (kind == NumericValue::kNaN) ++nan;
+    else if (kind == NumericValue::kPosInf) ++pos_inf;
+    else if (kind == NumericValue::kNegInf) ++neg_inf;
+    return kind == NumericValue::kFinite;
   }
   void merge(const NumericKinds& o) {
     add_count(n, o.n);
@@ -347,51 +347,99 @@ struct NumericKinds {
   }
 };
 
-// SUM and AVG of numeric: exact sum of the finite values, a += b.
-struct NumericSum {
-  static constexpr uint8_t kTag = 11;
+// The numeric states come in widths (kNumericRungWords); each width is its
+// own State type with its own tag. The narrowest keeps the historic tags
+// 11..14; rung r > 0 of family base b (11 sum, 12 min, 13 max, 14 moments)
+// is tag 15 + 4 (r - 1) + (b - 11). Their encodings do not depend on the
+// width (Decimal::encode), so a run written by a narrow table is read by a
+// wider one, and a stored state names the width its records need.
+constexpr uint8_t numeric_tag(uint8_t base, int rung) {
+  return rung == 0 ? base : static_cast<uint8_t>(15 + 4 * (rung - 1) + (base - 11));
+}
+// The family (11..14) of a numeric state tag, or 0.
+constexpr uint8_t numeric_family(uint8_t tag) {
+  if (tag >= 11 && tag <= 14) return tag;
+  if (tag >= 15 && tag < 15 + 4 * (kNumericRungs - 1)) return static_cast<uint8_t>(11 + (tag - 15) % 4);
+  return 0;
+}
+constexpr int numeric_rung(uint8_t tag) { return tag <= 14 ? 0 : 1 + (tag - 15) / 4; }
+template <int W>
+constexpr int rung_of_words() {
+  for (int r = 0; r < kNumericRungs; ++r)
+    if (kNumericRungWords[r] == W) return r;
+  return -1;
+}
+
+// SUM and AVG of numeric: exact sum of the finite values, a += b. add and
+// merge are atomic: on StateOverflow the state is unchanged.
+template <int W>
+struct NumericSumT {
+  static constexpr int kWords = W;
+  static constexpr int kRung = rung_of_words<W>();
+  static_assert(kRung >= 0, "a numeric state width is one of kNumericRungWords");
+  static constexpr uint8_t kTag = numeric_tag(11, kRung);
+  static constexpr size_t kMaxEncoded = 40 + DecimalT<W>::kMaxEncoded;
   NumericKinds kinds;
-  Decimal sum;
+  DecimalT<W> sum;
   int64_t n = 0;  // = kinds.n, for the NULL test shared by every state
 
-  void add(const NumericValue& v) {
-    if (kinds.count(v)) sum.add(v.d);
+  template <int W2>
+  static NumericSumT widen(const NumericSumT<W2>& o) {
+    NumericSumT s;
+    s.kinds = o.kinds;
+    s.sum = DecimalT<W>::widen(o.sum);
+    s.n = o.n;
+    return s;
+  }
+  void add(const NumericValueT<W>& v) {
+    if (v.kind == NumericValueT<W>::kFinite) sum.add(v.d);
+    kinds.count(v.kind);
     n = kinds.n;
   }
-  void merge(const NumericSum& o) {
-    kinds.merge(o.kinds);
+  void merge(const NumericSumT& o) {
     sum.add(o.sum);
+    kinds.merge(o.kinds);
     n = kinds.n;
   }
   void encode(Writer& w) const {
     kinds.encode(w);
     sum.encode(w);
   }
-  static NumericSum decode(Reader& r) {
-    NumericSum s;
+  static NumericSumT decode(Reader& r) {
+    NumericSumT s;
     s.kinds = NumericKinds::decode(r);
-    s.sum = Decimal::decode(r);
+    s.sum = DecimalT<W>::decode(r);
     s.n = s.kinds.n;
     return s;
   }
 };
 
-// MIN / MAX of numeric, in PostgreSQL's order (NaN above +Infinity).
-template <bool kMax>
-struct NumericExtreme {
-  static constexpr uint8_t kTag = kMax ? 13 : 12;
-  NumericValue v;
+// MIN / MAX of numeric, in PostgreSQL's order (NaN above +Infinity). No
+// arithmetic: only a value too wide for W needs a wider rung.
+template <int W, bool kMax>
+struct NumericExtremeT {
+  static constexpr int kWords = W;
+  static constexpr int kRung = rung_of_words<W>();
+  static_assert(kRung >= 0, "a numeric state width is one of kNumericRungWords");
+  static constexpr uint8_t kTag = numeric_tag(kMax ? 13 : 12, kRung);
+  static constexpr size_t kMaxEncoded = 10 + NumericValueT<W>::kMaxEncoded;
+  NumericValueT<W> v;
   int64_t n = 0;
 
-  void add(const NumericValue& x) {
-    NumericExtreme one;
-    one.v = x;
-    one.n = 1;
-    merge(one);
+  template <int W2>
+  static NumericExtremeT widen(const NumericExtremeT<W2, kMax>& o) {
+    NumericExtremeT e;
+    e.v = NumericValueT<W>::widen(o.v);
+    e.n = o.n;
+    return e;
   }
-  void merge(const NumericExtreme& o) {
-    if (o.n == 0) return;
+  void add(const NumericValueT<W>& x) {
     // On a tie the later value wins (1.5 vs 1.50), as numeric_larger/_smaller.
+    if (n == 0 || (kMax ? v.compare(x) <= 0 : x.compare(v) <= 0)) v = x;
+    add_count(n, 1);
+  }
+  void merge(const NumericExtremeT& o) {
+    if (o.n == 0) return;
     if (n == 0 || (kMax ? v.compare(o.v) <= 0 : o.v.compare(v) <= 0)) v = o.v;
     add_count(n, o.n);
   }
@@ -399,33 +447,57 @@ struct NumericExtreme {
     w.varint(static_cast<uint64_t>(n));
     v.encode(w);
   }
-  static NumericExtreme decode(Reader& r) {
-    NumericExtreme e;
+  static NumericExtremeT decode(Reader& r) {
+    NumericExtremeT e;
     e.n = decode_count(r);
-    e.v = NumericValue::decode(r);
+    e.v = NumericValueT<W>::decode(r);
     return e;
   }
 };
+template <int W>
+using NumericMinT = NumericExtremeT<W, false>;
+template <int W>
+using NumericMaxT = NumericExtremeT<W, true>;
 
 // VARIANCE / STDDEV of numeric: exact (sum, sum of squares) of the finite
-// values, a += b, as PostgreSQL's numeric accumulators.
-struct NumericMoments {
-  static constexpr uint8_t kTag = 14;
+// values, a += b, as PostgreSQL's numeric accumulators. Atomic as NumericSumT.
+template <int W>
+struct NumericMomentsT {
+  static constexpr int kWords = W;
+  static constexpr int kRung = rung_of_words<W>();
+  static_assert(kRung >= 0, "a numeric state width is one of kNumericRungWords");
+  static constexpr uint8_t kTag = numeric_tag(14, kRung);
+  static constexpr size_t kMaxEncoded = 40 + 2 * DecimalT<W>::kMaxEncoded;
   NumericKinds kinds;
-  Decimal sum, sumsq;
+  DecimalT<W> sum, sumsq;
   int64_t n = 0;
 
-  void add(const NumericValue& v) {
-    if (kinds.count(v)) {
-      sum.add(v.d);
-      sumsq.add(Decimal::product(v.d, v.d));
+  template <int W2>
+  static NumericMomentsT widen(const NumericMomentsT<W2>& o) {
+    NumericMomentsT m;
+    m.kinds = o.kinds;
+    m.sum = DecimalT<W>::widen(o.sum);
+    m.sumsq = DecimalT<W>::widen(o.sumsq);
+    m.n = o.n;
+    return m;
+  }
+  void add(const NumericValueT<W>& v) {
+    if (v.kind == NumericValueT<W>::kFinite) {
+      DecimalT<W> sq = DecimalT<W>::product(v.d, v.d);
+      DecimalT<W> s = sum;
+      s.add(v.d);
+      sumsq.add(sq);  // the last step that can fail
+      sum = s;
     }
+    kinds.count(v.kind);
     n = kinds.n;
   }
-  void merge(const NumericMoments& o) {
-    kinds.merge(o.kinds);
-    sum.add(o.sum);
+  void merge(const NumericMomentsT& o) {
+    DecimalT<W> s = sum;
+    s.add(o.sum);
     sumsq.add(o.sumsq);
+    sum = s;
+    kinds.merge(o.kinds);
     n = kinds.n;
   }
   void encode(Writer& w) const {
@@ -433,14 +505,41 @@ struct NumericMoments {
     sum.encode(w);
     sumsq.encode(w);
   }
-  static NumericMoments decode(Reader& r) {
-    NumericMoments m;
+  static NumericMomentsT decode(Reader& r) {
+    NumericMomentsT m;
     m.kinds = NumericKinds::decode(r);
-    m.sum = Decimal::decode(r);
-    m.sumsq = Decimal::decode(r);
+    m.sum = DecimalT<W>::decode(r);
+    m.sumsq = DecimalT<W>::decode(r);
     m.n = m.kinds.n;
     return m;
   }
+};
+
+// The narrow rung under its historic names.
+using NumericSum = NumericSumT<kNumericRungWords[0]>;
+template <bool kMax>
+using NumericExtreme = NumericExtremeT<kNumericRungWords[0], kMax>;
+using NumericMoments = NumericMomentsT<kNumericRungWords[0]>;
+
+// Numeric states that a wider rung can take over when they overflow, and
+// that wider state.
+template <class S, class = void>
+struct Widens : std::false_type {};
+template <class S>
+struct Widens<S, std::void_t<decltype(S::kRung)>> : std::bool_constant<(S::kRung + 1 < kNumericRungs)> {};
+template <class S>
+struct WiderOf;
+template <int W>
+struct WiderOf<NumericSumT<W>> {
+  using type = NumericSumT<kNumericRungWords[NumericSumT<W>::kRung + 1]>;
+};
+template <int W, bool kMax>
+struct WiderOf<NumericExtremeT<W, kMax>> {
+  using type = NumericExtremeT<kNumericRungWords[NumericExtremeT<W, kMax>::kRung + 1], kMax>;
+};
+template <int W>
+struct WiderOf<NumericMomentsT<W>> {
+  using type = NumericMomentsT<kNumericRungWords[NumericMomentsT<W>::kRung + 1]>;
 };
 
 // Decimal text of 128/192-bit integers, for the final functions. Writes a

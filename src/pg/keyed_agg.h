@@ -53,7 +53,27 @@ struct KeyedAggHeader {
   // state, so it costs no allocation of its own (56 bytes keep every
   // KeyedAgg within the allocation size class it had).
   StateObject object;
+  // Escalation of numeric states (escalate below): the state that owns the
+  // expanded object (itself, unless this state took over from a narrower
+  // one), and the wider state that took over from this one. Every reader
+  // goes to the end of the `wider` chain (live_of); the owner's shutdown
+  // callback discards the whole chain through `discard`.
+  KeyedAggHeader* shell;
+  KeyedAggHeader* wider;
+  void (*discard)(KeyedAggHeader*);
 };
+
+// The state that now holds h's keys: the last of its `wider` chain.
+inline KeyedAggHeader* widest(KeyedAggHeader* h) {
+  while (h->wider) h = h->wider;
+  return h;
+}
+
+// Whether a state of tag `have` may be used where `want` is expected: the
+// same tag, or another width of the same numeric family.
+inline bool same_state_kind(uint8 have, uint8 want) {
+  return have == want || (numeric_family(have) != 0 && numeric_family(have) == numeric_family(want));
+}
 
 // Tiny-run compaction (SpillingTable::set_compaction): a state's runs are
 // merged into one when it has 8 of them with at most 4096 records in all,
@@ -75,6 +95,16 @@ struct KeyedAgg : KeyedAggHeader {
   // an INITCOND of someone's aggregate. PostgreSQL ERRORs only; call
   // outside run_core.
   static KeyedAgg* from_args(FunctionCallInfo fcinfo, int key_argno) {
+    KeyedAggHeader* h = header_from_args(fcinfo, key_argno);
+    if (h->state_tag != State::kTag)
+      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                      errmsg("spillagg transition function called with a state of another kind")));
+    return static_cast<KeyedAgg*>(h);
+  }
+
+  // As from_args, but the state may be any width of State's numeric family
+  // (the caller dispatches on its state_tag).
+  static KeyedAggHeader* header_from_args(FunctionCallInfo fcinfo, int key_argno) {
     MemoryContext aggcxt;
     if (!AggCheckCallContext(fcinfo, &aggcxt))
       ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -83,17 +113,17 @@ struct KeyedAgg : KeyedAggHeader {
       ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                       errmsg("spillagg aggregates cannot be used as window functions")));
     if (KeyedAggHeader* h = writable_state(fcinfo, 0)) {
-      if (h->state_tag != State::kTag ||
+      if (!same_state_kind(h->state_tag, State::kTag) ||
           (fcinfo->flinfo->fn_expr && call_cache(fcinfo)->call_site_kt &&
            call_cache(fcinfo)->call_site_kt->type != h->key->type))
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("spillagg transition function called with a state of another kind")));
-      return static_cast<KeyedAgg*>(h);
+      return h;
     }
     Oid value_type = PG_NARGS() > 2 ? call_arg_type(fcinfo, 2) : InvalidOid;
     KeyType* kt = call_site_key_type(fcinfo, key_argno, aggcxt);
     if (KeyedAggHeader* other = state_arg(fcinfo, 0))
-      return static_cast<KeyedAgg*>(expand_state(fcinfo, aggcxt, other, State::kTag, kt, value_type));
+      return expand_state(fcinfo, aggcxt, other, State::kTag, kt, value_type);
     return create(fcinfo, aggcxt, kt, value_type, 0);
   }
 
@@ -112,17 +142,36 @@ struct KeyedAgg : KeyedAggHeader {
     s->state_tag = State::kTag;
     s->serialized = false;
     attach_object(fcinfo, s, aggcxt);
-    s->budget = qb;
-    s->candidate = SpillCandidate{nullptr, nullptr, s, &spill_now, 0};
-    s->table_mem.init(qb, &s->candidate, aggcxt);
-    s->meta_mem.init(aggcxt);
-    s->table.init(&s->table_mem, &s->meta_mem, &qb->spill_file, qb->limit, kt->inline_keys(),
-                  kt->equality());
-    s->table.set_room_maker(RoomMaker{make_room_for_query, qb});
-    s->table.set_compaction(kCompactRuns, kCompactRecords);
-    qb->add_state(&s->candidate);
+    s->shell = s;
+    s->init_table(qb, aggcxt);
     AggRegisterCallback(fcinfo, shutdown, PointerGetDatum(s));
     backend_stats.states++;
+    return s;
+  }
+
+  // A state of this (wider) width taking over `from`, a narrower width of
+  // the same numeric family whose add or merge overflowed: `from` spills
+  // its table, this state adopts its runs (narrow records decode as wide
+  // ones) and becomes the end of the chain every reader follows. The
+  // failed row (or merge) is then applied again, here. PostgreSQL ERRORs
+  // only; the new state lives in from's context, and from's shutdown
+  // callback discards it.
+  template <class From>
+  static KeyedAgg* escalate(KeyedAgg<From>* from) {
+    static_assert(sizeof(From) < sizeof(State), "escalation widens");
+    MemoryContext aggcxt = GetMemoryChunkContext(from);
+    KeyedAgg* s = new (MemoryContextAllocZero(aggcxt, sizeof(KeyedAgg))) KeyedAgg();
+    s->magic = kLiveStateMagic;
+    s->key = from->key;
+    s->value_type = from->value_type;
+    s->limit = from->limit;
+    s->state_tag = State::kTag;
+    s->serialized = false;
+    s->shell = from->shell;  // the object stays the one nodeAgg holds
+    s->init_table(from->budget, aggcxt);
+    run_core([&] { s->table.adopt_runs(from->table); });
+    from->budget->retire(&from->candidate);  // nothing left to spill
+    from->wider = s;
     return s;
   }
 
@@ -168,15 +217,40 @@ struct KeyedAgg : KeyedAggHeader {
   }
 
  private:
+  void init_table(QueryBudget* qb, MemoryContext aggcxt) {
+    wider = nullptr;
+    discard = &discard_state;
+    budget = qb;
+    candidate = SpillCandidate{nullptr, nullptr, this, &spill_now, 0};
+    table_mem.init(qb, &candidate, aggcxt);
+    meta_mem.init(aggcxt);
+    table.init(&table_mem, &meta_mem, &qb->spill_file, qb->limit, key->inline_keys(), key->equality());
+    table.set_room_maker(RoomMaker{make_room_for_query, qb});
+    table.set_compaction(kCompactRuns, kCompactRecords);
+    qb->add_state(&candidate);
+  }
+
   static void spill_now(void* self) { static_cast<KeyedAgg*>(self)->table.spill(); }
 
-  // Aggregate shutdown (normal path only: end of group, rescan, end of
-  // query): frees the table and the runs.
-  static void shutdown(Datum arg) {
-    KeyedAgg* s = reinterpret_cast<KeyedAgg*>(DatumGetPointer(arg));
+  static void discard_state(KeyedAggHeader* h) {
+    KeyedAgg* s = static_cast<KeyedAgg*>(h);
     run_core([&] { s->table.discard(); });
     s->budget->remove_state(&s->candidate);
   }
+
+  // Aggregate shutdown (normal path only: end of group, rescan, end of
+  // query): frees the tables and the runs of the state and of any wider
+  // states that took over from it.
+  static void shutdown(Datum arg) {
+    for (KeyedAggHeader* h = reinterpret_cast<KeyedAgg*>(DatumGetPointer(arg)); h;) {
+      KeyedAggHeader* next = h->wider;
+      h->discard(h);
+      h = next;
+    }
+  }
+
+  template <class>
+  friend struct KeyedAgg;
 };
 
 }  // namespace spillagg

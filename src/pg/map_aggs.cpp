@@ -65,43 +65,58 @@ double float_value(Oid type, Datum d) {
   return type == FLOAT4OID ? static_cast<double>(DatumGetFloat4(d)) : DatumGetFloat8(d);
 }
 
-// A numeric Datum as a NumericValue, read from PostgreSQL's numeric layout
-// (the on-disk format: a 2-byte header for short and special values, 4 bytes
-// with a separate weight otherwise, then base-10000 digits).
-NumericValue numeric_value(Oid, Datum d) {
+// A numeric Datum in PostgreSQL's numeric layout (the on-disk format: a
+// 2-byte header for short and special values, 4 bytes with a separate
+// weight otherwise, then base-10000 digits), read once and then turned
+// into a NumericValueT of whatever width the state has.
+struct NumericInput {
+  uint8 kind = NumericValue::kFinite;
+  bool negative = false;
+  int dscale = 0, weight = 0, ndigits = 0;
+  const int16* digits = nullptr;
+
+  // StateOverflow if the value needs more than W words.
+  template <int W>
+  NumericValueT<W> value() const {
+    NumericValueT<W> v;
+    v.kind = kind;
+    if (kind == NumericValue::kFinite) v.d = DecimalT<W>::from_base10000(digits, ndigits, weight, dscale, negative);
+    return v;
+  }
+};
+
+NumericInput numeric_input(Datum d) {
   Numeric num = DatumGetNumeric(d);  // detoasted, 4-byte varlena header
   const uint8* p = reinterpret_cast<const uint8*>(VARDATA(num));
   uint16 header;
   memcpy(&header, p, sizeof header);
-  NumericValue v;
+  NumericInput in;
   if ((header & 0xC000) == 0xC000) {  // NaN, +Infinity, -Infinity
     uint16 special = header & 0xF000;
-    v.kind = special == 0xD000 ? NumericValue::kPosInf
-             : special == 0xF000 ? NumericValue::kNegInf : NumericValue::kNaN;
-    return v;
+    in.kind = special == 0xD000 ? NumericValue::kPosInf
+              : special == 0xF000 ? NumericValue::kNegInf : NumericValue::kNaN;
+    return in;
   }
   bool is_short = (header & 0x8000) != 0;
   int header_size = is_short ? 2 : 4;
-  bool negative;
-  int dscale, weight;
   if (is_short) {
-    negative = (header & 0x2000) != 0;
-    dscale = (header & 0x1F80) >> 7;
-    weight = (header & 0x0040 ? ~0x003F : 0) | (header & 0x003F);
+    in.negative = (header & 0x2000) != 0;
+    in.dscale = (header & 0x1F80) >> 7;
+    in.weight = (header & 0x0040 ? ~0x003F : 0) | (header & 0x003F);
   } else {
-    negative = (header & 0xC000) == 0x4000;
-    dscale = header & 0x3FFF;
+    in.negative = (header & 0xC000) == 0x4000;
+    in.dscale = header & 0x3FFF;
     int16 w;
     memcpy(&w, p + 2, sizeof w);
-    weight = w;
+    in.weight = w;
   }
-  int ndigits = static_cast<int>((VARSIZE(num) - VARHDRSZ - header_size) / sizeof(int16));
-  const int16* digits = reinterpret_cast<const int16*>(p + header_size);
-  run_core([&] { v.d = Decimal::from_base10000(digits, ndigits, weight, dscale, negative); });
-  return v;
+  in.ndigits = static_cast<int>((VARSIZE(num) - VARHDRSZ - header_size) / sizeof(int16));
+  in.digits = reinterpret_cast<const int16*>(p + header_size);
+  return in;
 }
 
-Numeric numeric_of(const Decimal& d) {
+template <int W>
+Numeric numeric_of(const DecimalT<W>& d) {
   char* text = static_cast<char*>(palloc(d.text_size()));
   d.to_text(text);
   return numeric_from_text(text);
@@ -116,7 +131,8 @@ bool special_sum(const NumericKinds& k, JsonbValue* v) {
   return true;
 }
 
-void json_numeric_value(const NumericValue& x, JsonbValue* v) {
+template <int W>
+void json_numeric_value(const NumericValueT<W>& x, JsonbValue* v) {
   switch (x.kind) {
     case NumericValue::kNaN: return json_number_text(pstrdup("NaN"), v);
     case NumericValue::kPosInf: return json_number_text(pstrdup("Infinity"), v);
@@ -124,6 +140,12 @@ void json_numeric_value(const NumericValue& x, JsonbValue* v) {
     default: return json_numeric(numeric_of(x.d), v);
   }
 }
+
+template <bool kMax>
+struct NumericExtremeOf {
+  template <int W>
+  using T = NumericExtremeT<W, kMax>;
+};
 
 Oid value_type(FunctionCallInfo fcinfo) {
   if (KeyedAggHeader* h = writable_state(fcinfo, 0)) return h->value_type;
@@ -160,6 +182,63 @@ Datum map_finalfn(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* name, 
   });
   if (!map) PG_RETURN_NULL();
   PG_RETURN_DATUM(map);
+}
+
+// The numeric transition: the row goes to the state's width; when the value
+// does not fit that width, or the key's state overflows with it, the state
+// is taken over by the next wider width (KeyedAgg::escalate) and the row
+// applied again there. At the widest width an overflow is an ERROR (22003:
+// a result beyond numeric's range, which PostgreSQL's own would raise).
+template <template <int> class Family>
+Datum numeric_transfn(FunctionCallInfo fcinfo) {
+  KeyedAggHeader* h = KeyedAgg<Family<kNumericRungWords[0]>>::header_from_args(fcinfo, 1);
+  bool has_value = !PG_ARGISNULL(2);
+  NumericInput in = has_value ? numeric_input(PG_GETARG_DATUM(2)) : NumericInput{};
+  for (;;) {
+    bool overflow = false;
+    with_numeric_rung<Family>(numeric_rung(h->state_tag), [&](auto t) {
+      using S = typename decltype(t)::type;
+      static_cast<KeyedAgg<S>*>(h)->add_row(fcinfo, [&](S& st) {
+        if (!has_value) return;
+        if constexpr (Widens<S>::value) {
+          try {
+            st.add(in.value<S::kWords>());
+          } catch (const StateOverflow&) {
+            overflow = true;
+          }
+        } else {
+          st.add(in.value<S::kWords>());
+        }
+      });
+    });
+    if (!overflow) break;
+    h = escalate_numeric(h);
+  }
+  return state_datum(h);
+}
+
+// The final step over a numeric state of any width; restarts wider when
+// merging its spilled runs overflows.
+template <template <int> class Family, class ValueOf>
+Datum numeric_map_finalfn(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* name, ValueOf&& value_of) {
+  for (;;) {
+    bool restart = false;
+    Datum map = with_numeric_rung<Family>(numeric_rung(h->state_tag), [&](auto t) -> Datum {
+      using S = typename decltype(t)::type;
+      KeyStream<S> keys(fcinfo, h, name);
+      Datum m = build_json_map(keys, [&](const S& st, JsonbValue* v) {
+        if (st.n == 0) json_null(v);
+        else value_of(st, v);
+      });
+      restart = keys.overflowed();
+      return m;
+    });
+    if (!restart) {
+      if (!map) PG_RETURN_NULL();
+      PG_RETURN_DATUM(map);
+    }
+    h = escalate_numeric(h);
+  }
 }
 
 Numeric numeric_of(__int128 v) {  // (an IntSum's sum)
@@ -222,6 +301,46 @@ bool moments_result(int64 count, Numeric sum, Numeric sumsq, bool sample, bool r
   return true;
 }
 
+// numeric_stddev_internal over a numeric state of any width. Narrower widths
+// whose sums fit numeric's range and scale go through PostgreSQL's numeric
+// functions as above. Otherwise (the widest width, or a sum of squares with
+// more than 16383 digits after the point, which no Numeric holds) the
+// numerator N * sumX2 - sumX^2 is computed exactly here, then cut to 16383
+// digits after the point (floor: it is positive) -- which cannot change the
+// quotient, which numeric_div then rounds to at most 1000 digits
+// (select_div_scale) -- and divided as above.
+constexpr int32 kNumericDscaleMax = 0x3FFF;  // numeric.c's NUMERIC_DSCALE_MAX
+
+template <int W>
+bool numeric_moments_result(const NumericMomentsT<W>& m, bool sample, bool root, JsonbValue* v) {
+  int64 count = m.kinds.finite();
+  if (W < kNumericRungWords[kNumericRungs - 1] && m.sumsq.scale <= kNumericDscaleMax)
+    return moments_result(count, numeric_of(m.sum), numeric_of(m.sumsq), sample, root, v);
+  if (count == 0 || (sample && count == 1)) return false;
+  using Wide = DecimalT<kNumericRungWords[kNumericRungs - 1]>;
+  Wide* num = static_cast<Wide*>(palloc(sizeof(Wide)));
+  bool positive = false;
+  run_core([&] {
+    Wide sum = Wide::widen(m.sum);
+    Wide sq = Wide::product(sum, sum);
+    *num = Wide::product(Wide::from_int(count), Wide::widen(m.sumsq));
+    sq.negate();
+    num->add(sq);
+    positive = !num->negative() && !num->is_zero();
+    if (positive && num->scale > kNumericDscaleMax) num->truncate_scale(kNumericDscaleMax);
+  });
+  if (!positive) {
+    json_numeric(int64_to_numeric(0), v);
+    return true;
+  }
+  Numeric n = int64_to_numeric(count);
+  Numeric denominator = numeric_op(numeric_mul, n, sample ? int64_to_numeric(count - 1) : n);
+  Numeric variance = numeric_op(numeric_div, numeric_of(*num), denominator);
+  if (root) variance = sqrt_at_own_scale(variance);
+  json_numeric(variance, v);
+  return true;
+}
+
 // PostgreSQL's float8_var_samp / _pop and the stddev variants: M2 / (n - 1)
 // or M2 / n; NULL where PostgreSQL gives NULL.
 bool float_moments_result(const FloatMoments& m, bool sample, bool root, JsonbValue* v) {
@@ -242,12 +361,11 @@ Datum moments_result(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* nam
       if (!moments_result(m.n, numeric_of(m.sum), numeric_from_text(buf), sample, root, v)) json_null(v);
     });
   if (kind == ValueKind::Numeric)
-    return map_finalfn<NumericMoments>(fcinfo, h, name, [&](const NumericMoments& m, JsonbValue* v) {
+    return numeric_map_finalfn<NumericMomentsT>(fcinfo, h, name, [&](const auto& m, JsonbValue* v) {
       // After the NULL cases (counting every value), any NaN or infinity
       // makes the variance NaN, as numeric_stddev_internal decides.
       if (m.kinds.special() && !(sample && m.kinds.n <= 1)) return json_number_text(pstrdup("NaN"), v);
-      if (!moments_result(m.kinds.finite(), numeric_of(m.sum), numeric_of(m.sumsq), sample, root, v))
-        json_null(v);
+      if (!numeric_moments_result(m, sample, root, v)) json_null(v);
     });
   return map_finalfn<FloatMoments>(fcinfo, h, name, [&](const FloatMoments& m, JsonbValue* v) {
     if (!float_moments_result(m, sample, root, v)) json_null(v);
@@ -257,8 +375,7 @@ Datum moments_result(FunctionCallInfo fcinfo, KeyedAggHeader* h, const char* nam
 template <bool kMax>
 Datum extreme_transfn(FunctionCallInfo fcinfo) {
   ValueKind kind = kind_of(value_type(fcinfo));
-  if (kind == ValueKind::Numeric)
-    return map_transfn<NumericExtreme<kMax>, NumericValue>(fcinfo, numeric_value);
+  if (kind == ValueKind::Numeric) return numeric_transfn<NumericExtremeOf<kMax>::template T>(fcinfo);
   if (kind == ValueKind::Int)
     return map_transfn<Extreme<int64_t, kMax>, int64>(fcinfo, int_value);
   return map_transfn<Extreme<double, kMax>, double>(fcinfo, float_value);
@@ -271,8 +388,8 @@ Datum extreme_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   check_map_state(h, name);
   Oid type = h->value_type;
   if (kind_of(type) == ValueKind::Numeric)
-    return map_finalfn<NumericExtreme<kMax>>(
-        fcinfo, h, name, [](const NumericExtreme<kMax>& e, JsonbValue* v) { json_numeric_value(e.v, v); });
+    return numeric_map_finalfn<NumericExtremeOf<kMax>::template T>(
+        fcinfo, h, name, [](const auto& e, JsonbValue* v) { json_numeric_value(e.v, v); });
   if (kind_of(type) == ValueKind::Int)
     return map_finalfn<Extreme<int64_t, kMax>>(
         fcinfo, h, name, [](const Extreme<int64_t, kMax>& e, JsonbValue* v) { json_int64(e.v, v); });
@@ -286,7 +403,7 @@ Datum extreme_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
 
 Datum spillagg_sum_transfn(PG_FUNCTION_ARGS) {
   ValueKind kind = kind_of(value_type(fcinfo));
-  if (kind == ValueKind::Numeric) return map_transfn<NumericSum, NumericValue>(fcinfo, numeric_value);
+  if (kind == ValueKind::Numeric) return numeric_transfn<NumericSumT>(fcinfo);
   if (kind == ValueKind::Int) return map_transfn<IntSum, int64>(fcinfo, int_value);
   return map_transfn<FloatSum, double>(fcinfo, float_value);
 }
@@ -296,7 +413,7 @@ static Datum sum_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   check_map_state(h, "sum_map_final");
   Oid type = h->value_type;
   if (kind_of(type) == ValueKind::Numeric)
-    return map_finalfn<NumericSum>(fcinfo, h, "sum_map_final", [](const NumericSum& s, JsonbValue* v) {
+    return numeric_map_finalfn<NumericSumT>(fcinfo, h, "sum_map_final", [](const auto& s, JsonbValue* v) {
       if (!special_sum(s.kinds, v)) json_numeric(numeric_of(s.sum), v);
     });
   if (kind_of(type) == ValueKind::Int)
@@ -328,7 +445,7 @@ static Datum avg_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   check_map_state(h, "avg_map_final");
   ValueKind kind = kind_of(h->value_type);
   if (kind == ValueKind::Numeric)
-    return map_finalfn<NumericSum>(fcinfo, h, "avg_map_final", [](const NumericSum& s, JsonbValue* v) {
+    return numeric_map_finalfn<NumericSumT>(fcinfo, h, "avg_map_final", [](const auto& s, JsonbValue* v) {
       if (!special_sum(s.kinds, v))
         json_numeric(numeric_op(numeric_div, numeric_of(s.sum), int64_to_numeric(s.kinds.finite())), v);
     });
@@ -353,7 +470,7 @@ Datum spillagg_max_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<true>(fcin
 Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
   ValueKind kind = kind_of(value_type(fcinfo));
   if (kind == ValueKind::Numeric)
-    return map_transfn<NumericMoments, NumericValue>(fcinfo, numeric_value);
+    return numeric_transfn<NumericMomentsT>(fcinfo);
   if (kind == ValueKind::Int)
     return map_transfn<IntMoments, int64>(fcinfo, int_value);
   return map_transfn<FloatMoments, double>(fcinfo, float_value);

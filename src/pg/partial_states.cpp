@@ -80,13 +80,60 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
   run_core([&] { w.flush(); });
   keys.close();
   MemoryContextDelete(key_cxt);
+  if (keys.overflowed()) {  // the caller escalates the state and starts over
+    pfree(buf.data);
+    return nullptr;
+  }
   SET_VARSIZE(buf.data, buf.len);
   return reinterpret_cast<bytea*>(buf.data);
 }
 
-// Merges every key of `other` (a live state or serialized bytes) into `into`.
+// Merges one key's state st (of other's State) into `into`, a state of the
+// same kind; a numeric `into` narrower than st, or whose merge overflows,
+// is first taken over by a wider width (into is updated).
 template <class State>
-void combine_into(FunctionCallInfo fcinfo, KeyedAgg<State>* into, KeyedAggHeader* other) {
+void merge_one(KeyedAggHeader*& into, uint64_t h, KeyView k, const State& st) {
+  if constexpr (numeric_family(State::kTag) == 0) {
+    run_core([&] { static_cast<KeyedAgg<State>*>(into)->table.merge_in(h, k, st); });
+  } else {
+    for (;;) {
+      bool overflow = false;
+      auto attempt = [&](auto t) -> Datum {
+        using Into = typename decltype(t)::type;
+        if constexpr (Into::kWords < State::kWords) {
+          overflow = true;  // too narrow for st: widen first
+        } else {
+          auto* a = static_cast<KeyedAgg<Into>*>(into);
+          run_core([&] {
+            if constexpr (Widens<Into>::value) {
+              try {
+                a->table.merge_in(h, k, Into::widen(st));
+              } catch (const StateOverflow&) {
+                overflow = true;
+              }
+            } else {
+              a->table.merge_in(h, k, Into::widen(st));
+            }
+          });
+        }
+        return (Datum)0;
+      };
+      with_state_type(into->state_tag, [&](auto t) -> Datum {
+        using Into = typename decltype(t)::type;
+        if constexpr (numeric_family(Into::kTag) == numeric_family(State::kTag)) return attempt(t);
+        else return (Datum)0;  // (checked by the caller)
+      });
+      if (!overflow) return;
+      into = escalate_numeric(into);
+    }
+  }
+}
+
+// Merges every key of `other` (a live state or serialized bytes) into
+// `into`, which may be replaced by a wider numeric state.
+template <class State>
+void combine_into(FunctionCallInfo fcinfo, KeyedAggHeader*& into, KeyedAggHeader* other, bool skip = false,
+                  uint64_t skip_upto = 0) {
   // Same key type and collation (else keys would not compare alike), same
   // value type (it decides the result type) and same k.
   Oid key_type = other->serialized ? static_cast<SerializedState*>(other)->key_type : other->key->type;
@@ -106,9 +153,23 @@ void combine_into(FunctionCallInfo fcinfo, KeyedAgg<State>* into, KeyedAggHeader
   State st;
   while (keys.next(&h, &k, &st)) {
     if (other->serialized) h = into->key->hash(k);  // not trusted from the bytes
-    run_core([&] { into->table.merge_in(h, k, st); });
+    else if (skip && h <= skip_upto) continue;    // merged before other escalated
+    merge_one(into, h, k, st);
+    skip = true;
+    skip_upto = h;
   }
   keys.close();
+  if (keys.overflowed()) {
+    // A live `other` whose runs overflowed when merged. Its stream is in
+    // hash order and a hash's keys are merged before any is emitted, so
+    // every key up to the last one merged here is done: escalate other and
+    // read the rest of it at the wider width.
+    other = escalate_numeric(other);
+    with_state_type(other->state_tag, [&](auto t) -> Datum {
+      combine_into<typename decltype(t)::type>(fcinfo, into, other, skip, skip_upto);
+      return (Datum)0;
+    });
+  }
 }
 
 // combine(into, other) for any state kind; `into` may be NULL.
@@ -116,24 +177,21 @@ KeyedAggHeader* combine(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggH
   if (other == into_h)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("cannot combine a spillagg state with itself")));
-  Datum d = with_state_type(other->state_tag, [&](auto t) -> Datum {
+  with_state_type(other->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
-    KeyedAgg<State>* into;
     if (!into_h) {
       // A new state's key type must outlive the call's cache.
       KeyType* kt = other->serialized ? new_key_type(static_cast<SerializedState*>(other), aggcxt)
                                       : other->key;
-      into = KeyedAgg<State>::create(fcinfo, aggcxt, kt, other->value_type, other->limit);
-    } else {
-      if (into_h->serialized || into_h->state_tag != State::kTag)
-        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("cannot combine spillagg states of different kinds")));
-      into = static_cast<KeyedAgg<State>*>(into_h);
+      into_h = KeyedAgg<State>::create(fcinfo, aggcxt, kt, other->value_type, other->limit);
+    } else if (into_h->serialized || !same_state_kind(into_h->state_tag, State::kTag)) {
+      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                      errmsg("cannot combine spillagg states of different kinds")));
     }
-    combine_into(fcinfo, into, other);
-    return PointerGetDatum(static_cast<KeyedAggHeader*>(into));
+    combine_into<State>(fcinfo, into_h, other);
+    return (Datum)0;
   });
-  return reinterpret_cast<KeyedAggHeader*>(DatumGetPointer(d));
+  return into_h;
 }
 
 // combine(arg 0, arg 1) as a transition: arg 0 is updated in place when it
@@ -159,24 +217,32 @@ Datum combine_args(FunctionCallInfo fcinfo, const char* name) {
 
 KeyedAggHeader* spillagg::expand_state(FunctionCallInfo fcinfo, MemoryContext aggcxt, KeyedAggHeader* other,
                                        uint8 state_tag, KeyType* kt, Oid value_type) {
-  if (other->state_tag != state_tag)
+  if (!same_state_kind(other->state_tag, state_tag))
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("cannot combine spillagg states of different kinds")));
-  Datum d = with_state_type(state_tag, [&](auto t) -> Datum {
+  KeyedAggHeader* into = nullptr;
+  with_state_type(state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
-    KeyedAgg<State>* into = KeyedAgg<State>::create(fcinfo, aggcxt, kt, value_type, other->limit);
-    combine_into(fcinfo, into, other);  // checks key type, collation, value type
-    return PointerGetDatum(static_cast<KeyedAggHeader*>(into));
+    into = KeyedAgg<State>::create(fcinfo, aggcxt, kt, value_type, other->limit);
+    return (Datum)0;
   });
-  return reinterpret_cast<KeyedAggHeader*>(DatumGetPointer(d));
+  // Checks key type, collation, value type; widens `into` as other needs.
+  with_state_type(other->state_tag, [&](auto t) -> Datum {
+    combine_into<typename decltype(t)::type>(fcinfo, into, other);
+    return (Datum)0;
+  });
+  return into;
 }
 
 bytea* spillagg::flatten_state(KeyedAggHeader* h) {
-  Datum d = with_state_type(h->state_tag, [&](auto t) -> Datum {
-    using State = typename decltype(t)::type;
-    return PointerGetDatum(serialize<State>(nullptr, h, kKeysPortable));
-  });
-  return reinterpret_cast<bytea*>(DatumGetPointer(d));
+  for (;;) {
+    Datum d = with_state_type(h->state_tag, [&](auto t) -> Datum {
+      using State = typename decltype(t)::type;
+      return PointerGetDatum(serialize<State>(nullptr, h, kKeysPortable));
+    });
+    if (d) return reinterpret_cast<bytea*>(DatumGetPointer(d));
+    h = escalate_numeric(h);  // its runs overflowed when merged: start over wider
+  }
 }
 
 // The final function of every *_state aggregate and of rollup: the state

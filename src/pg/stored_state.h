@@ -61,6 +61,41 @@ struct TypeTag {
   using type = T;
 };
 
+// Calls f(TypeTag<Family<W>>{}) for the width W of the given rung.
+template <template <int> class Family, class F>
+decltype(auto) with_numeric_rung(int rung, F&& f) {
+  static_assert(kNumericRungs == 3, "one case per rung");
+  switch (rung) {
+    case 0: return f(TypeTag<Family<kNumericRungWords[0]>>{});
+    case 1: return f(TypeTag<Family<kNumericRungWords[1]>>{});
+    default: return f(TypeTag<Family<kNumericRungWords[2]>>{});
+  }
+}
+
+// Numeric state h (live, any family) taken over by the next wider width
+// (KeyedAgg::escalate); returns the new state. h must not be the widest.
+inline KeyedAggHeader* escalate_numeric(KeyedAggHeader* h) {
+  auto step = [&](auto t) -> KeyedAggHeader* {
+    using From = typename decltype(t)::type;
+    if constexpr (Widens<From>::value) {
+      using To = typename WiderOf<From>::type;
+      return KeyedAgg<To>::escalate(static_cast<KeyedAgg<From>*>(h));
+    } else {
+      elog(ERROR, "spillagg: no wider numeric state");
+      return nullptr;
+    }
+  };
+  int rung = numeric_rung(h->state_tag);
+  switch (numeric_family(h->state_tag)) {
+    case NumericSum::kTag: return with_numeric_rung<NumericSumT>(rung, step);
+    case NumericExtreme<false>::kTag: return with_numeric_rung<NumericMinT>(rung, step);
+    case NumericExtreme<true>::kTag: return with_numeric_rung<NumericMaxT>(rung, step);
+    case NumericMoments::kTag: return with_numeric_rung<NumericMomentsT>(rung, step);
+  }
+  elog(ERROR, "spillagg: not a numeric state");
+  return nullptr;
+}
+
 // Calls f(TypeTag<State>{}) for the State named by tag.
 template <class F>
 Datum with_state_type(uint8 tag, F&& f) {
@@ -75,10 +110,15 @@ Datum with_state_type(uint8 tag, F&& f) {
     case Extreme<double, true>::kTag: return f(TypeTag<Extreme<double, true>>{});
     case FloatMoments::kTag: return f(TypeTag<FloatMoments>{});
     case IntMoments::kTag: return f(TypeTag<IntMoments>{});
-    case NumericSum::kTag: return f(TypeTag<NumericSum>{});
-    case NumericExtreme<false>::kTag: return f(TypeTag<NumericExtreme<false>>{});
-    case NumericExtreme<true>::kTag: return f(TypeTag<NumericExtreme<true>>{});
-    case NumericMoments::kTag: return f(TypeTag<NumericMoments>{});
+  }
+  if (uint8 family = numeric_family(tag)) {
+    int rung = numeric_rung(tag);
+    switch (family) {
+      case NumericSum::kTag: return with_numeric_rung<NumericSumT>(rung, f);
+      case NumericExtreme<false>::kTag: return with_numeric_rung<NumericMinT>(rung, f);
+      case NumericExtreme<true>::kTag: return with_numeric_rung<NumericMaxT>(rung, f);
+      case NumericMoments::kTag: return with_numeric_rung<NumericMomentsT>(rung, f);
+    }
   }
   ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
                   errmsg("invalid spillagg state: unknown state kind %d", tag)));
@@ -96,7 +136,7 @@ class KeyStream {
     if (!h->serialized) {
       agg_ = static_cast<KeyedAgg<State>*>(h);
       key = agg_->key;
-      run_core([&] { agg_->finish(); });
+      run_core([&] { catch_overflow([&] { agg_->finish(); }); });
       return;
     }
     SerializedState* ss = static_cast<SerializedState*>(h);
@@ -115,7 +155,8 @@ class KeyStream {
     if ((++count_ & 4095) == 0) CHECK_FOR_INTERRUPTS();  // no C++ object to unwind here
     bool more = false;
     if (agg_) {
-      run_core([&] { more = agg_->table.next(h, k, st); });
+      if (overflowed_) return false;
+      run_core([&] { catch_overflow([&] { more = agg_->table.next(h, k, st); }); });
       return more;
     }
     if (pos_ == end_) return false;
@@ -141,7 +182,27 @@ class KeyStream {
 
   KeyType* key;
 
+  // The stream of an aggregate's state ended early because merging its
+  // runs overflowed State's width: the consumer escalates the state
+  // (escalate_numeric) and starts over. Only for states that can widen;
+  // at the widest width the overflow is an ERROR (22003).
+  bool overflowed() const { return overflowed_; }
+
  private:
+  template <class F>
+  void catch_overflow(F&& f) {
+    if constexpr (Widens<State>::value) {
+      try {
+        f();
+      } catch (const StateOverflow&) {
+        overflowed_ = true;
+      }
+    } else {
+      f();
+    }
+  }
+
+  bool overflowed_ = false;
   KeyedAgg<State>* agg_;
   uint64 count_ = 0;
   MemoryContext key_cxt_ = nullptr;
@@ -176,7 +237,7 @@ Datum build_json_map(KeyStream<State>& keys, ValueOf&& value_of) {
     pushJsonbValue(&parse, WJB_VALUE, &value);
   }
   keys.close();
-  if (!any) return (Datum)0;
+  if (!any || keys.overflowed()) return (Datum)0;
   return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&parse, WJB_END_OBJECT, nullptr)));
 }
 
