@@ -201,6 +201,10 @@ struct DecimalT {
   }
   // In place; on overflow the addition is undone before throwing.
   void add_same_scale(const DecimalT& b) {
+    if (&b == this) {  // x.add(x): b must not change under the loop
+      DecimalT copy = b;
+      return add_same_scale(copy);
+    }
     bool sa = negative(), sb = b.negative();
     unsigned __int128 c = 0;
     for (int i = 0; i < W; ++i) {

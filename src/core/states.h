@@ -326,6 +326,10 @@ struct NumericKinds {
     else if (kind == NumericValue::kNegInf) ++neg_inf;
     return kind == NumericValue::kFinite;
   }
+  template <int W>
+  bool count(const NumericValueT<W>& v) {
+    return count(v.kind);
+  }
   void merge(const NumericKinds& o) {
     add_count(n, o.n);
     add_count(nan, o.nan);
