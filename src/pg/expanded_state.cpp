@@ -31,7 +31,7 @@ static const ExpandedObjectMethods kStateMethods = {state_flat_size, state_flatt
 static KeyedAggHeader* live_of(ExpandedObjectHeader* eoh) {
   if (eoh->eoh_methods != &kStateMethods) not_ours();
   KeyedAggHeader* agg = reinterpret_cast<KeyedAggHeader*>(reinterpret_cast<char*>(eoh) - offsetof(KeyedAggHeader, object));
-  if (agg->magic != kLiveStateMagic || agg->serialized || agg->shell != agg) not_ours();
+  if (agg->magic != kLiveStateMagic || agg->serialized || agg->took_over) not_ours();
   agg = widest(agg);
   if (agg->magic != kLiveStateMagic || agg->serialized) not_ours();
   return agg;
@@ -39,7 +39,7 @@ static KeyedAggHeader* live_of(ExpandedObjectHeader* eoh) {
 
 static Size state_flat_size(ExpandedObjectHeader* eoh) {
   KeyedAggHeader* agg = live_of(eoh);
-  StateObject* o = &agg->shell->object;
+  StateObject* o = &shell_of(agg)->object;
   if (!o->flat) {
     // In the aggregate context (GetMemoryChunkContext: the state's own chunk).
     MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(agg));
@@ -52,7 +52,7 @@ static Size state_flat_size(ExpandedObjectHeader* eoh) {
 
 static void state_flatten_into(ExpandedObjectHeader* eoh, void* result, Size allocated_size) {
   Size size = state_flat_size(eoh);
-  StateObject* o = &live_of(eoh)->shell->object;
+  StateObject* o = &shell_of(live_of(eoh))->object;
   if (size != allocated_size) elog(ERROR, "spillagg: flat state size changed (%zu, %zu)", size, allocated_size);
   memcpy(result, o->flat, size);
   pfree(o->flat);
@@ -111,14 +111,14 @@ void attach_object(FunctionCallInfo fcinfo, KeyedAggHeader* agg, MemoryContext a
   EOH_init_header(&o->hdr, &kStateMethods, ocxt);
 }
 
-Datum state_datum(KeyedAggHeader* agg) { return EOHPGetRWDatum(&agg->shell->object.hdr); }
+Datum state_datum(KeyedAggHeader* agg) { return EOHPGetRWDatum(&shell_of(agg)->object.hdr); }
 
 KeyedAggHeader* writable_state(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno)) return nullptr;
   Datum d = PG_GETARG_DATUM(argno);
   if (!VARATT_IS_EXTERNAL_EXPANDED_RW(DatumGetPointer(d))) return nullptr;
   KeyedAggHeader* agg = live_of(DatumGetEOHP(d));
-  StateObject* o = &agg->shell->object;
+  StateObject* o = &shell_of(agg)->object;
   if (o->flat) {
     pfree(o->flat);
     o->flat = nullptr;

@@ -49,25 +49,25 @@ struct KeyedAggHeader {
   int32 limit;      // top_k's k
   uint8 state_tag;  // State::kTag
   bool serialized;  // a SerializedState (partial_states.cpp), not a KeyedAgg
+  // Escalation of numeric states (KeyedAgg::escalate): took_over says this
+  // state took over from a narrower one; then `link` is the state owning
+  // the expanded object (the "shell", which nodeAgg holds). In a shell,
+  // `link` is the state that now holds its keys (nullptr: itself). Every
+  // reader goes through widest(); the shell's shutdown callback discards it.
+  bool took_over;
   // A live state's expanded-object header (expanded_state.h). Inside the
-  // state, so it costs no allocation of its own (56 bytes keep every
-  // KeyedAgg within the allocation size class it had).
+  // state, so it costs no allocation of its own (the 64 bytes of this
+  // header and `link` keep every KeyedAgg within the allocation size class it had).
   StateObject object;
-  // Escalation of numeric states (escalate below): the state that owns the
-  // expanded object (itself, unless this state took over from a narrower
-  // one), and the wider state that took over from this one. Every reader
-  // goes to the end of the `wider` chain (live_of); the owner's shutdown
-  // callback discards the whole chain through `discard`.
-  KeyedAggHeader* shell;
-  KeyedAggHeader* wider;
-  void (*discard)(KeyedAggHeader*);
+  KeyedAggHeader* link;
 };
 
-// The state that now holds h's keys: the last of its `wider` chain.
-inline KeyedAggHeader* widest(KeyedAggHeader* h) {
-  while (h->wider) h = h->wider;
-  return h;
-}
+// The state that now holds h's keys, and the one owning h's expanded object.
+inline KeyedAggHeader* widest(KeyedAggHeader* h) { return !h->took_over && h->link ? h->link : h; }
+inline KeyedAggHeader* shell_of(KeyedAggHeader* h) { return h->took_over ? h->link : h; }
+
+// Discards the table and runs of a live state of any kind (partial_states.cpp).
+void discard_live_state(KeyedAggHeader* h);
 
 // Whether a state of tag `have` may be used where `want` is expected: the
 // same tag, or another width of the same numeric family.
@@ -142,7 +142,8 @@ struct KeyedAgg : KeyedAggHeader {
     s->state_tag = State::kTag;
     s->serialized = false;
     attach_object(fcinfo, s, aggcxt);
-    s->shell = s;
+    s->took_over = false;
+    s->link = nullptr;
     s->init_table(qb, aggcxt);
     AggRegisterCallback(fcinfo, shutdown, PointerGetDatum(s));
     backend_stats.states++;
@@ -152,10 +153,10 @@ struct KeyedAgg : KeyedAggHeader {
   // A state of this (wider) width taking over `from`, a narrower width of
   // the same numeric family whose add or merge overflowed: `from` spills
   // its table, this state adopts its runs (narrow records decode as wide
-  // ones) and becomes the end of the chain every reader follows. The
-  // failed row (or merge) is then applied again, here. PostgreSQL ERRORs
-  // only; the new state lives in from's context, and from's shutdown
-  // callback discards it.
+  // ones) and becomes the state every reader of the shell goes to (from,
+  // if it had taken over itself, is discarded). The failed row (or merge)
+  // is then applied again, here. PostgreSQL ERRORs only; the new state
+  // lives in from's context, and the shell's shutdown callback discards it.
   template <class From>
   static KeyedAgg* escalate(KeyedAgg<From>* from) {
     static_assert(sizeof(From) < sizeof(State), "escalation widens");
@@ -167,11 +168,14 @@ struct KeyedAgg : KeyedAggHeader {
     s->limit = from->limit;
     s->state_tag = State::kTag;
     s->serialized = false;
-    s->shell = from->shell;  // the object stays the one nodeAgg holds
+    KeyedAggHeader* shell = shell_of(from);  // the object stays the one nodeAgg holds
+    s->took_over = true;
+    s->link = shell;
     s->init_table(from->budget, aggcxt);
     run_core([&] { s->table.adopt_runs(from->table); });
-    from->budget->retire(&from->candidate);  // nothing left to spill
-    from->wider = s;
+    shell->link = s;
+    if (from->took_over) discard_state(from);  // (the new state keeps the spill file open)
+    else from->budget->retire(&from->candidate);  // the shell: nothing left to spill
     return s;
   }
 
@@ -218,8 +222,6 @@ struct KeyedAgg : KeyedAggHeader {
 
  private:
   void init_table(QueryBudget* qb, MemoryContext aggcxt) {
-    wider = nullptr;
-    discard = &discard_state;
     budget = qb;
     candidate = SpillCandidate{nullptr, nullptr, this, &spill_now, 0};
     table_mem.init(qb, &candidate, aggcxt);
@@ -232,22 +234,24 @@ struct KeyedAgg : KeyedAggHeader {
 
   static void spill_now(void* self) { static_cast<KeyedAgg*>(self)->table.spill(); }
 
+  // Aggregate shutdown (normal path only: end of group, rescan, end of
+  // query): frees the table and the runs, and those of the wider state
+  // that took over from this one, if any.
+  static void shutdown(Datum arg) {
+    KeyedAgg* s = reinterpret_cast<KeyedAgg*>(DatumGetPointer(arg));
+    KeyedAggHeader* wide = s->link;
+    discard_state(s);
+    if (wide) discard_live_state(wide);
+  }
+
+ public:
   static void discard_state(KeyedAggHeader* h) {
     KeyedAgg* s = static_cast<KeyedAgg*>(h);
     run_core([&] { s->table.discard(); });
     s->budget->remove_state(&s->candidate);
   }
 
-  // Aggregate shutdown (normal path only: end of group, rescan, end of
-  // query): frees the tables and the runs of the state and of any wider
-  // states that took over from it.
-  static void shutdown(Datum arg) {
-    for (KeyedAggHeader* h = reinterpret_cast<KeyedAgg*>(DatumGetPointer(arg)); h;) {
-      KeyedAggHeader* next = h->wider;
-      h->discard(h);
-      h = next;
-    }
-  }
+ private:
 
   template <class>
   friend struct KeyedAgg;

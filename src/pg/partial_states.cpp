@@ -234,6 +234,13 @@ KeyedAggHeader* spillagg::expand_state(FunctionCallInfo fcinfo, MemoryContext ag
   return into;
 }
 
+void spillagg::discard_live_state(KeyedAggHeader* h) {
+  with_state_type(h->state_tag, [&](auto t) -> Datum {
+    KeyedAgg<typename decltype(t)::type>::discard_state(h);
+    return (Datum)0;
+  });
+}
+
 bytea* spillagg::flatten_state(KeyedAggHeader* h) {
   for (;;) {
     Datum d = with_state_type(h->state_tag, [&](auto t) -> Datum {
