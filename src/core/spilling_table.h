@@ -340,6 +340,7 @@ class SpillingTable {
   template <class Other>
   void adopt_runs(SpillingTable<Other>& from) {
     from.spill();
+    from.table_.clear();  // (an empty table may still hold its slots)
     reserve_runs(nruns_ + from.nruns_);
     for (size_t i = 0; i < from.nruns_; ++i) add_run(from.runs_[i].run, from.runs_[i].records);
     from.nruns_ = 0;
