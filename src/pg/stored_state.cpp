@@ -36,6 +36,52 @@ static bool value_type_fits(uint8 tag, Oid value_type) {
   }
 }
 
+// Appends to memory sized beforehand.
+class FixedSink final : public ByteSink {
+ public:
+  FixedSink(uint8* p, size_t cap) : p_(p), cap_(cap) {}
+  void write(const void* p, size_t n) override {
+    if (n > cap_ - len_) throw std::length_error("format 1 state grew more than expected");
+    memcpy(p_ + len_, p, n);
+    len_ += n;
+  }
+  size_t len() const { return len_; }
+
+ private:
+  uint8* p_;
+  size_t cap_;
+  size_t len_ = 0;
+};
+
+// Format 1 (spillagg 0.1) differs from format 2 only in the records of two
+// float states (State::decode_format1): those are rewritten in format 2, in
+// memory of the current context. Each record has a header of at least 10
+// bytes, which bounds the record count.
+template <class State>
+static void upgrade_format1_records(SerializedState* ss) {
+  size_t cap = ss->len + (ss->len / 10 + 1) * State::kFormat1Growth;
+  uint8* out = static_cast<uint8*>(palloc_extended(cap, MCXT_ALLOC_HUGE));
+  run_core(
+      [&] {
+        FixedSink sink(out, cap);
+        uint8_t wbuf[kIoChunk];
+        Writer w(&sink, wbuf, sizeof wbuf);
+        Reader r(ss->records, ss->len);
+        while (r.remaining() > 0) {
+          RecordHeader h = read_record_header(r);
+          KeyView key{r.take(h.key_len), h.key_len};
+          Reader sr(r.take(h.state_len), h.state_len);
+          State st = State::decode_format1(sr);
+          if (sr.remaining() != 0) throw CorruptData("bad state in record");
+          write_run_record(w, h.hash, key, st);
+        }
+        w.flush();
+        ss->records = out;
+        ss->len = sink.len();
+      },
+      ERRCODE_INVALID_BINARY_REPRESENTATION);
+}
+
 SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
   SerializedState* ss = static_cast<SerializedState*>(palloc0(sizeof(SerializedState)));
   uint32 magic = 0;
@@ -56,7 +102,7 @@ SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
       },
       ERRCODE_INVALID_BINARY_REPRESENTATION);
   if (magic != kStateMagic) invalid_state("not a spillagg state");
-  if (version != kStateFormatVersion)
+  if (version != kStateFormatVersion && version != 1)
     ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
                     errmsg("invalid spillagg state: format version %d, expected %d", version,
                            kStateFormatVersion)));
@@ -66,6 +112,8 @@ SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
   if (ss->limit < 0) invalid_state("negative k");
   if (ss->key_format != kKeysPortable && (require_portable || ss->key_format != kKeysImage))
     invalid_state("unknown key format");
+  if (version == 1 && ss->state_tag == FloatSum::kTag) upgrade_format1_records<FloatSum>(ss);
+  if (version == 1 && ss->state_tag == FloatMoments::kTag) upgrade_format1_records<FloatMoments>(ss);
   ss->magic = kParsedStateMagic;
   ss->serialized = true;
   return ss;
