@@ -9,14 +9,6 @@
 
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_to_state);
-PG_FUNCTION_INFO_V1(spillagg_combine);
-PG_FUNCTION_INFO_V1(spillagg_rollup_transfn);
-PG_FUNCTION_INFO_V1(spillagg_serialize);
-PG_FUNCTION_INFO_V1(spillagg_deserialize);
-}
-
 using namespace spillagg;
 
 namespace {
@@ -183,27 +175,27 @@ bytea* spillagg::flatten_state(KeyedAggHeader* h) {
 
 // The final function of every *_state aggregate and of rollup: the state
 // as a flat spillagg_state (a flat one is returned as it is).
-Datum spillagg_to_state(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_to_state) {
   KeyedAggHeader* h = state_arg(fcinfo, 0);
   if (!h) PG_RETURN_NULL();
   if (h->serialized) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
   PG_RETURN_BYTEA_P(flatten_state(h));
 }
 
-Datum spillagg_combine(PG_FUNCTION_ARGS) { return combine_args(fcinfo, "spillagg_combine"); }
+SPILLAGG_FUNCTION(spillagg_combine) { return combine_args(fcinfo, "spillagg_combine"); }
 
 // rollup(spillagg_state): merges stored states (e.g. per day -> per month).
-Datum spillagg_rollup_transfn(PG_FUNCTION_ARGS) { return combine_args(fcinfo, "spillagg_rollup_transfn"); }
+SPILLAGG_FUNCTION(spillagg_rollup_transfn) { return combine_args(fcinfo, "spillagg_rollup_transfn"); }
 
 // spillagg 0.1's serial and deserial functions (internal <-> bytea) for
 // its aggregates, whose transition type was internal: the 0.1 install
 // script must keep working with this library until ALTER EXTENSION UPDATE.
 // A state's serialized form is its flat value, which the combine function
 // reads (and checks) as it reads any spillagg_state.
-Datum spillagg_serialize(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_serialize) {
   KeyedAggHeader* h = state_arg(fcinfo, 0);
   if (h->serialized) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
   PG_RETURN_BYTEA_P(flatten_state(h));
 }
 
-Datum spillagg_deserialize(PG_FUNCTION_ARGS) { PG_RETURN_BYTEA_P(PG_GETARG_BYTEA_P(0)); }
+SPILLAGG_FUNCTION(spillagg_deserialize) { PG_RETURN_BYTEA_P(PG_GETARG_BYTEA_P(0)); }

@@ -1,12 +1,5 @@
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_state_in);
-PG_FUNCTION_INFO_V1(spillagg_state_out);
-PG_FUNCTION_INFO_V1(spillagg_state_recv);
-PG_FUNCTION_INFO_V1(spillagg_state_send);
-}
-
 namespace spillagg {
 
 [[noreturn]] static void invalid_state(const char* what) {
@@ -220,14 +213,14 @@ static Datum checked_state(FunctionCallInfo fcinfo, bytea* b) {
   PG_RETURN_BYTEA_P(b);
 }
 
-Datum spillagg_state_in(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_state_in) {
   return checked_state(fcinfo, DatumGetByteaPP(DirectFunctionCall1(byteain, PG_GETARG_DATUM(0))));
 }
 
-Datum spillagg_state_out(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteaout, PG_GETARG_DATUM(0)); }
+SPILLAGG_FUNCTION(spillagg_state_out) { return DirectFunctionCall1(byteaout, PG_GETARG_DATUM(0)); }
 
-Datum spillagg_state_recv(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_state_recv) {
   return checked_state(fcinfo, DatumGetByteaPP(DirectFunctionCall1(bytearecv, PG_GETARG_DATUM(0))));
 }
 
-Datum spillagg_state_send(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteasend, PG_GETARG_DATUM(0)); }
+SPILLAGG_FUNCTION(spillagg_state_send) { return DirectFunctionCall1(byteasend, PG_GETARG_DATUM(0)); }
