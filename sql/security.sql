@@ -276,7 +276,8 @@ RESET spillagg.work_mem;
 -- 6. The support functions called from SQL: transition and combine
 -- functions refuse to run outside an aggregate (0A000); final functions take
 -- spillagg_state like the *_final functions (NULL in, NULL or 0 out); the
--- serial functions of the internal states are gone.
+-- serial functions of the internal (anyelement) states take internal, which
+-- SQL cannot pass (42883).
 SELECT f, sec_try(q) AS outcome FROM (VALUES
   ('spillagg_count_distinct_transfn', 'SELECT spillagg_count_distinct_transfn(NULL, 1)::text'),
   ('spillagg_count_map_transfn', 'SELECT spillagg_count_map_transfn(NULL, ''a''::text)::text'),
