@@ -37,7 +37,7 @@ class StringInfoSink final : public ByteSink {
 };
 
 template <class State>
-bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
+bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfoSpaces(&buf, VARHDRSZ);
@@ -54,7 +54,7 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
     w.fixed<uint32>(keys.key->collation);
     w.fixed<uint32>(h->value_type);
     w.fixed<int32>(h->limit);
-    w.fixed<uint8>(key_format);
+    w.fixed<uint8>(kKeysPortable);
   });
   uint64_t hash;
   KeyView k;
@@ -62,13 +62,11 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
   // A sent key lasts until its record is written.
   MemoryContext key_cxt = AllocSetContextCreate(CurrentMemoryContext, "spillagg sent key", ALLOCSET_SMALL_SIZES);
   while (keys.next(&hash, &k, &st)) {
-    if (key_format == kKeysPortable) {
-      MemoryContext old = MemoryContextSwitchTo(key_cxt);
-      bytea* sent = keys.key->send(k);
-      MemoryContextSwitchTo(old);
-      k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
-    }
-    run_core([&] { write_run_record(w, hash, k, st); });
+    MemoryContext old = MemoryContextSwitchTo(key_cxt);
+    bytea* sent = keys.key->send(k);
+    MemoryContextSwitchTo(old);
+    k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
+    run_core([&] { write_state_record(w, k, st); });
     MemoryContextReset(key_cxt);
   }
   run_core([&] { w.flush(); });
@@ -168,7 +166,7 @@ KeyedAggHeader* spillagg::expand_state(FunctionCallInfo fcinfo, MemoryContext ag
 bytea* spillagg::flatten_state(KeyedAggHeader* h) {
   Datum d = with_state_type(h->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
-    return PointerGetDatum(serialize<State>(nullptr, h, kKeysPortable));
+    return PointerGetDatum(serialize<State>(nullptr, h));
   });
   return reinterpret_cast<bytea*>(DatumGetPointer(d));
 }
