@@ -131,11 +131,34 @@ def explain(sql):
     cur = c.cursor()
     cur.execute("EXPLAIN (VERBOSE, COSTS OFF) " + sql)
     plan = "\n".join(r[0] for r in cur.fetchall())
-    cur.execute("EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF) " + sql)
-    analyze = "\n".join(r[0] for r in cur.fetchall())
+    # Citus 13.2's EXPLAIN ANALYZE wraps each shard query in
+    # worker_save_query_explain_analyze(...) AS (field_0 cstring), which
+    # fails on worker_partial_agg's cstring result ("column field_0 has
+    # pseudo-type cstring"): then only the shard-side count below is there.
+    try:
+        cur.execute("EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF) " + sql)
+        analyze = "\n".join(r[0] for r in cur.fetchall())
+        shipped = sum(int(n) * UNITS[u] for n, u in
+                      re.findall(r"Tuple data received from nodes: (\d+) (bytes|kB|MB|GB)", analyze))
+    except psycopg2.Error as e:
+        analyze, shipped = f"EXPLAIN ANALYZE failed: {e}".strip(), None
+    # Where it failed, the same quantity counted on the shards: every task's
+    # query (all tasks shown) run again on its node, summing the lengths of
+    # the text forms of the values it returns. worker_partial_agg's cstring
+    # is the same bytes in text and binary format; a GROUP BY column (int,
+    # 4 bytes in Citus's binary protocol) counts its digits instead: a
+    # difference of a few bytes per group and shard.
+    shards = None
+    if shipped is None and "Distributed Subplan" not in plan:
+        cur.execute("SET citus.explain_all_tasks = on")
+        cur.execute("EXPLAIN (VERBOSE, COSTS OFF) " + sql)
+        full = "\n".join(r[0] for r in cur.fetchall())
+        tasks = re.findall(r"Query: (.*)\n\s*Node: host=\S+ port=(\d+)", full)
+        shards = 0
+        for tq, port in tasks:
+            shards += int(one("SELECT coalesce(sum(octet_length(j.value)), 0) FROM (" + tq + ") q, "
+                              "json_each_text(row_to_json(q)) j", int(port)))
     c.close()
-    shipped = sum(int(n) * UNITS[u] for n, u in
-                  re.findall(r"Tuple data received from nodes: (\d+) (bytes|kB|MB|GB)", analyze))
     inter = sum(int(n) * UNITS[u] for n, u in
                 re.findall(r"Intermediate Data Size: (\d+) (bytes|kB|MB|GB)", analyze))
     shard_queries = re.findall(r"Query: (.*)", plan)
@@ -145,7 +168,10 @@ def explain(sql):
         kind = "GROUP BY pushed down"
     else:
         kind = "rows pulled"
-    return dict(plan=plan, analyze=analyze, shipped=shipped, intermediate=inter, kind=kind,
+    return dict(plan=plan, analyze=analyze, shipped=shipped if shipped is not None else shards,
+                shipped_explain=shipped, shipped_shards=shards,
+                shipped_source="EXPLAIN ANALYZE" if shipped is not None else "shards",
+                intermediate=inter, kind=kind,
                 shard_query=shard_queries[0] if shard_queries else "")
 
 
@@ -238,13 +264,16 @@ def report():
             rows.append(dict(query=q["name"], engine=e, budget=budget, median_ms=round(statistics.median(ms), 1),
                              min_ms=round(min(ms), 1), max_ms=round(max(ms), 1), runs=len(ms),
                              ratio_to_native=round(statistics.median(ms) / nat_ms, 2),
-                             shipped_bytes=p["shipped"], intermediate_bytes=p["intermediate"],
+                             shipped_bytes=p["shipped"], shipped_source=p["shipped_source"],
+                             shipped_explain_bytes=p["shipped_explain"], shipped_shards_bytes=p["shipped_shards"],
+                             intermediate_bytes=p["intermediate"],
                              same_answer=ok, plan=p["kind"],
                              coord_vmhwm_mb=round(max(r["vmhwm_mb"] for r in rs), 1),
                              shard_query=p["shard_query"][:300]))
     os.makedirs(OUT, exist_ok=True)
     cols = ["query", "engine", "budget", "median_ms", "min_ms", "max_ms", "runs", "ratio_to_native",
-            "shipped_bytes", "intermediate_bytes", "same_answer", "plan", "coord_vmhwm_mb", "shard_query"]
+            "shipped_bytes", "shipped_source", "shipped_explain_bytes", "shipped_shards_bytes",
+            "intermediate_bytes", "same_answer", "plan", "coord_vmhwm_mb", "shard_query"]
     with open(os.path.join(OUT, "citus.tsv"), "w") as fh:
         fh.write("\t".join(cols) + "\n")
         for r in rows:
@@ -256,7 +285,8 @@ def report():
     sett["Citus"] = os.environ.get("CITUS_VERSION", "?") + \
         f"; {one('SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = ' + chr(39) + 't' + chr(39) + '::regclass')} shards of t " \
         f"over 2 workers; citus.count_distinct_error_rate = {one('SHOW citus.count_distinct_error_rate')} (exact); " \
-        f"citus.coordinator_aggregation_strategy = {one('SHOW citus.coordinator_aggregation_strategy')}"
+        f"citus.coordinator_aggregation_strategy = {one('SHOW citus.coordinator_aggregation_strategy')}; " \
+        f"citus.enable_binary_protocol = {one('SHOW citus.enable_binary_protocol')}"
     for s in ("work_mem", "hash_mem_multiplier", "shared_buffers", "max_parallel_workers_per_gather", "jit"):
         sett[s] = one(f"SHOW {s}") + " (every node)"
     sett["spillagg.work_mem"] = " and ".join(str(b) for b in BUDGETS) + \
@@ -291,7 +321,7 @@ def report():
         b = "-" if r["budget"] == "-" else ("default (-1)" if int(r["budget"]) == -1 else f"{r['budget']} kB")
         out.append(f"| `{r['query']}` | {r['engine']} | {b} | {r['median_ms']:,.0f} | "
                    f"{r['min_ms']:,.0f}-{r['max_ms']:,.0f} | {r['ratio_to_native']:.2f} | "
-                   f"{fmt_bytes(r['shipped_bytes'])}"
+                   f"{fmt_bytes(r['shipped_bytes'])}{'' if r['shipped_source'] == 'EXPLAIN ANALYZE' else ' *'}"
                    + (f" (+{fmt_bytes(r['intermediate_bytes'])} intermediate)" if r["intermediate_bytes"] else "")
                    + f" | {r['same_answer']} | {r['plan']} | {r['coord_vmhwm_mb']:.0f} |")
     out.append("")
@@ -303,8 +333,14 @@ def report():
     out.append("Time: client wall clock around execute + fetch on the coordinator (jsonb not parsed). "
                "Shipped: \"Tuple data received from nodes\" of Citus's EXPLAIN (ANALYZE), summed over the "
                "plan's Citus scans (subplans included): the lengths of the values the coordinator read "
-               "from the shards' rows in text format (libpq), without protocol overhead, rounded by "
-               "pg_size_pretty; \"intermediate\": a subplan's result Citus broadcast back as an intermediate result. "
+               "from the shards' rows (libpq value lengths, in the format Citus asked for: binary for built-in types "
+               "with citus.enable_binary_protocol, so an int is 4 bytes; spillagg 0.2's state is its text form, hex), "
+               "without protocol overhead, rounded by "
+               "pg_size_pretty. * = counted on the shards instead, because Citus 13.2's EXPLAIN ANALYZE fails on "
+               "worker_partial_agg (its wrapper declares the cstring result column as cstring: \"column field_0 has "
+               "pseudo-type cstring\"): every shard query of EXPLAIN (VERBOSE) with citus.explain_all_tasks = on run "
+               "again on its worker, summing the text lengths of the values it returns (json_each_text of "
+               "row_to_json) - the same quantity; citus.tsv has both counts where both exist. \"intermediate\": a subplan's result Citus broadcast back as an intermediate result. "
                "Same answer: the result of the last timed run compared per key (maps as JSON objects, per "
                "group g; top_k as the ordered list) with native's. Plan: from EXPLAIN (VERBOSE) on the "
                "coordinator. Coordinator VmHWM: peak RSS of the coordinator backend (largest over the runs; "
