@@ -5,7 +5,7 @@
 # same answer, on a distributed table, on a throwaway Citus cluster on
 # localhost (a coordinator and 2 workers).
 #
-#   bash test/bench/citus.sh                                   # 2M rows, ~5-10 min on 2 cores
+#   bash test/bench/citus.sh                                   # 2M rows, ~4-5 min on 2 cores
 #   ROWS=200000 RUNS=1 bash test/bench/citus.sh                # smoke run, ~1 min
 #   PG_CONFIG=/opt/x/usr/lib/postgresql/15/bin/pg_config bash test/bench/citus.sh
 #
