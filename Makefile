@@ -2,6 +2,9 @@
 EXTENSION  = spillagg
 MODULE_big = spillagg
 DATA       = sql/spillagg--0.1.sql
+# The 0.2 install and upgrade scripts are generated from one table of
+# aggregates (sql/generate.pl); every object is listed explicitly in them.
+DATA_built = sql/spillagg--0.2.sql sql/spillagg--0.1--0.2.sql
 OBJS       = src/core/states.o src/core/decimal.o src/pg/module.o src/pg/key_type.o src/pg/temp_file_store.o \
              src/pg/count_aggs.o src/pg/map_aggs.o src/pg/top_k.o \
              src/pg/partial_states.o src/pg/query_budget.o \
@@ -25,6 +28,11 @@ include $(PGXS)
 override BITCODE_CXXFLAGS += -std=c++17 -Wno-register -Isrc/core -Isrc/pg
 
 $(OBJS): $(HEADERS)
+
+sql/spillagg--0.2.sql: sql/generate.pl
+	perl sql/generate.pl install > $@
+sql/spillagg--0.1--0.2.sql: sql/generate.pl
+	perl sql/generate.pl upgrade-0.1 > $@
 
 .PHONY: unittest
 unittest:

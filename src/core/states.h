@@ -156,6 +156,17 @@ struct FloatSum {
     s.sum4_overflowed = flag;
     return s;
   }
+  // Stored-state format 1 (spillagg 0.1) had no flag; 0.1's final function
+  // raised when the single-precision sum was infinite and the double one not.
+  static constexpr size_t kFormat1Growth = 1;
+  static FloatSum decode_format1(Reader& r) {
+    FloatSum s;
+    s.n = decode_count(r);
+    s.sum = r.fixed<double>();
+    s.sum4 = r.fixed<float>();
+    s.sum4_overflowed = std::isinf(s.sum4) && !std::isinf(s.sum);
+    return s;
+  }
 };
 
 // PostgreSQL's float order: NaN above everything, -0 == 0.
@@ -246,6 +257,17 @@ struct FloatMoments {
     s.mean = r.fixed<double>();
     s.m2 = r.fixed<double>();
     s.sum = r.fixed<double>();
+    return s;
+  }
+  // Stored-state format 1 (spillagg 0.1) had no plain sum: only the
+  // variance maps kept these states then, and they do not read it.
+  static constexpr size_t kFormat1Growth = 8;
+  static FloatMoments decode_format1(Reader& r) {
+    FloatMoments s;
+    s.n = decode_count(r);
+    s.mean = r.fixed<double>();
+    s.m2 = r.fixed<double>();
+    s.sum = s.mean * static_cast<double>(s.n);
     return s;
   }
 };

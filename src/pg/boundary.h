@@ -94,4 +94,24 @@ inline void run_core(F&& f, int corrupt_sqlstate = ERRCODE_DATA_CORRUPTED) {
     ereport(ERROR, (errcode(sqlstate), errmsg("%s", message)));
 }
 
+// Runs a SQL-callable function's body under run_core (below, SPILLAGG_FUNCTION).
+inline Datum guarded_call(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo) {
+  Datum result = 0;
+  run_core([&] { result = body(fcinfo); });
+  return result;
+}
+
 }  // namespace spillagg
+
+// SPILLAGG_FUNCTION(name) { ... } defines the SQL-callable C function `name`
+// (version-1 calling convention) with its body guarded by run_core, so no
+// entry point can let a C++ exception reach PostgreSQL, whatever it calls.
+// The body may raise PostgreSQL ERRORs: their longjmp leaves through the
+// guard, which owns nothing. Every spillagg entry point is defined this way.
+#define SPILLAGG_FUNCTION(name)                                                          \
+  static Datum name##_body(FunctionCallInfo fcinfo);                                     \
+  extern "C" {                                                                           \
+  PG_FUNCTION_INFO_V1(name);                                                             \
+  Datum name(PG_FUNCTION_ARGS) { return spillagg::guarded_call(name##_body, fcinfo); }   \
+  }                                                                                      \
+  static Datum name##_body(FunctionCallInfo fcinfo)

@@ -4,19 +4,12 @@
 
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_count_distinct_transfn);
-PG_FUNCTION_INFO_V1(spillagg_count_distinct_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_count_map_transfn);
-PG_FUNCTION_INFO_V1(spillagg_count_map_finalfn);
-}
-
 using namespace spillagg;
 
 using DistinctAgg = KeyedAgg<Presence>;
 using CountAgg = KeyedAgg<Count>;
 
-Datum spillagg_count_distinct_transfn(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_count_distinct_transfn) {
   DistinctAgg* s = DistinctAgg::from_args(fcinfo, 1);
   s->add_row(fcinfo, [](Presence&) {});
   return s->datum();
@@ -39,11 +32,11 @@ static Datum count_distinct_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
 }
 
 // Also count_distinct_final(spillagg_state).
-Datum spillagg_count_distinct_finalfn(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_count_distinct_finalfn) {
   return count_distinct_result(fcinfo, state_arg(fcinfo, 0));
 }
 
-Datum spillagg_count_map_transfn(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_count_map_transfn) {
   CountAgg* s = CountAgg::from_args(fcinfo, 1);
   s->add_row(fcinfo, [](Count& c) { c.add_one(); });
   return s->datum();
@@ -61,4 +54,4 @@ static Datum count_map_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
 }
 
 // Also count_map_final and histogram_final(spillagg_state).
-Datum spillagg_count_map_finalfn(PG_FUNCTION_ARGS) { return count_map_result(fcinfo, state_arg(fcinfo, 0)); }
+SPILLAGG_FUNCTION(spillagg_count_map_finalfn) { return count_map_result(fcinfo, state_arg(fcinfo, 0)); }

@@ -130,7 +130,7 @@ KeyedAggHeader* state_arg(FunctionCallInfo fcinfo, int argno) {
   if (PG_ARGISNULL(argno)) return nullptr;
   Datum d = PG_GETARG_DATUM(argno);
   if (VARATT_IS_EXTERNAL_EXPANDED(DatumGetPointer(d))) return live_of(DatumGetEOHP(d));
-  return parse_state_bytes(reinterpret_cast<bytea*>(PG_DETOAST_DATUM_PACKED(d)), true);
+  return parse_state_bytes(reinterpret_cast<bytea*>(PG_DETOAST_DATUM_PACKED(d)));
 }
 
 // The declared type of argument argno of function fn, if not polymorphic.

@@ -8,12 +8,11 @@
 extern "C" {
 #if PG_VERSION_NUM >= 180000
 // 18: name and version show in pg_get_loaded_modules().
-PG_MODULE_MAGIC_EXT(.name = "spillagg", .version = "0.1");
+PG_MODULE_MAGIC_EXT(.name = "spillagg", .version = "0.2");
 #else
 PG_MODULE_MAGIC;
 #endif
 void _PG_init(void);
-PG_FUNCTION_INFO_V1(spillagg_stats);
 }
 
 namespace spillagg {
@@ -44,7 +43,7 @@ void _PG_init(void) {
   MarkGUCPrefixReserved("spillagg");
 }
 
-Datum spillagg_stats(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_stats) {
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
     elog(ERROR, "return type must be a row type");

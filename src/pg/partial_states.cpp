@@ -9,12 +9,6 @@
 
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_to_state);
-PG_FUNCTION_INFO_V1(spillagg_combine);
-PG_FUNCTION_INFO_V1(spillagg_rollup_transfn);
-}
-
 using namespace spillagg;
 
 namespace {
@@ -43,7 +37,7 @@ class StringInfoSink final : public ByteSink {
 };
 
 template <class State>
-bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
+bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfoSpaces(&buf, VARHDRSZ);
@@ -60,7 +54,7 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
     w.fixed<uint32>(keys.key->collation);
     w.fixed<uint32>(h->value_type);
     w.fixed<int32>(h->limit);
-    w.fixed<uint8>(key_format);
+    w.fixed<uint8>(kKeysPortable);
   });
   uint64_t hash;
   KeyView k;
@@ -68,13 +62,11 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h, uint8 key_format) {
   // A sent key lasts until its record is written.
   MemoryContext key_cxt = AllocSetContextCreate(CurrentMemoryContext, "spillagg sent key", ALLOCSET_SMALL_SIZES);
   while (keys.next(&hash, &k, &st)) {
-    if (key_format == kKeysPortable) {
-      MemoryContext old = MemoryContextSwitchTo(key_cxt);
-      bytea* sent = keys.key->send(k);
-      MemoryContextSwitchTo(old);
-      k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
-    }
-    run_core([&] { write_run_record(w, hash, k, st); });
+    MemoryContext old = MemoryContextSwitchTo(key_cxt);
+    bytea* sent = keys.key->send(k);
+    MemoryContextSwitchTo(old);
+    k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
+    run_core([&] { write_state_record(w, k, st); });
     MemoryContextReset(key_cxt);
   }
   run_core([&] { w.flush(); });
@@ -245,7 +237,7 @@ bytea* spillagg::flatten_state(KeyedAggHeader* h) {
   for (;;) {
     Datum d = with_state_type(h->state_tag, [&](auto t) -> Datum {
       using State = typename decltype(t)::type;
-      return PointerGetDatum(serialize<State>(nullptr, h, kKeysPortable));
+      return PointerGetDatum(serialize<State>(nullptr, h));
     });
     if (d) return reinterpret_cast<bytea*>(DatumGetPointer(d));
     h = escalate_numeric(h);  // its runs overflowed when merged: start over wider
@@ -254,14 +246,27 @@ bytea* spillagg::flatten_state(KeyedAggHeader* h) {
 
 // The final function of every *_state aggregate and of rollup: the state
 // as a flat spillagg_state (a flat one is returned as it is).
-Datum spillagg_to_state(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_to_state) {
   KeyedAggHeader* h = state_arg(fcinfo, 0);
   if (!h) PG_RETURN_NULL();
   if (h->serialized) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
   PG_RETURN_BYTEA_P(flatten_state(h));
 }
 
-Datum spillagg_combine(PG_FUNCTION_ARGS) { return combine_args(fcinfo, "spillagg_combine"); }
+SPILLAGG_FUNCTION(spillagg_combine) { return combine_args(fcinfo, "spillagg_combine"); }
 
 // rollup(spillagg_state): merges stored states (e.g. per day -> per month).
-Datum spillagg_rollup_transfn(PG_FUNCTION_ARGS) { return combine_args(fcinfo, "spillagg_rollup_transfn"); }
+SPILLAGG_FUNCTION(spillagg_rollup_transfn) { return combine_args(fcinfo, "spillagg_rollup_transfn"); }
+
+// spillagg 0.1's serial and deserial functions (internal <-> bytea) for
+// its aggregates, whose transition type was internal: the 0.1 install
+// script must keep working with this library until ALTER EXTENSION UPDATE.
+// A state's serialized form is its flat value, which the combine function
+// reads (and checks) as it reads any spillagg_state.
+SPILLAGG_FUNCTION(spillagg_serialize) {
+  KeyedAggHeader* h = state_arg(fcinfo, 0);
+  if (h->serialized) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+  PG_RETURN_BYTEA_P(flatten_state(h));
+}
+
+SPILLAGG_FUNCTION(spillagg_deserialize) { PG_RETURN_BYTEA_P(PG_GETARG_BYTEA_P(0)); }

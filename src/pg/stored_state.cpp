@@ -1,12 +1,5 @@
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_state_in);
-PG_FUNCTION_INFO_V1(spillagg_state_out);
-PG_FUNCTION_INFO_V1(spillagg_state_recv);
-PG_FUNCTION_INFO_V1(spillagg_state_send);
-}
-
 namespace spillagg {
 
 [[noreturn]] static void invalid_state(const char* what) {
@@ -36,10 +29,57 @@ static bool value_type_fits(uint8 tag, Oid value_type) {
   }
 }
 
-SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
+// Appends to memory sized beforehand.
+class FixedSink final : public ByteSink {
+ public:
+  FixedSink(uint8* p, size_t cap) : p_(p), cap_(cap) {}
+  void write(const void* p, size_t n) override {
+    if (n > cap_ - len_) throw std::length_error("format 1 state grew more than expected");
+    memcpy(p_ + len_, p, n);
+    len_ += n;
+  }
+  size_t len() const { return len_; }
+
+ private:
+  uint8* p_;
+  size_t cap_;
+  size_t len_ = 0;
+};
+
+// Format 1 (spillagg 0.1) differs from format 2 only in the records of two
+// float states (State::decode_format1): those are rewritten in the current
+// format, in memory of the current context. Each record has a header of at
+// least 10 bytes, which bounds the record count.
+template <class State>
+static void upgrade_format1_records(SerializedState* ss) {
+  size_t cap = ss->len + (ss->len / 10 + 1) * State::kFormat1Growth;
+  uint8* out = static_cast<uint8*>(palloc_extended(cap, MCXT_ALLOC_HUGE));
+  run_core(
+      [&] {
+        FixedSink sink(out, cap);
+        uint8_t wbuf[kIoChunk];
+        Writer w(&sink, wbuf, sizeof wbuf);
+        Reader r(ss->records, ss->len);
+        while (r.remaining() > 0) {
+          RecordHeader h = read_record_header(r);
+          KeyView key{r.take(h.key_len), h.key_len};
+          Reader sr(r.take(h.state_len), h.state_len);
+          State st = State::decode_format1(sr);
+          if (sr.remaining() != 0) throw CorruptData("bad state in record");
+          write_state_record(w, key, st);
+        }
+        w.flush();
+        ss->records = out;
+        ss->len = sink.len();
+        ss->version = kStateFormatVersion;
+      },
+      ERRCODE_INVALID_BINARY_REPRESENTATION);
+}
+
+SerializedState* parse_state_bytes(const bytea* b) {
   SerializedState* ss = static_cast<SerializedState*>(palloc0(sizeof(SerializedState)));
   uint32 magic = 0;
-  uint8 version = 0;
+  uint8 version = 0, key_format = 0;
   run_core(
       [&] {
         Reader r(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b));
@@ -50,22 +90,24 @@ SerializedState* parse_state_bytes(const bytea* b, bool require_portable) {
         ss->collation = r.fixed<uint32>();
         ss->value_type = r.fixed<uint32>();
         ss->limit = r.fixed<int32>();
-        ss->key_format = r.fixed<uint8>();
+        key_format = r.fixed<uint8>();
         ss->records = r.position();
         ss->len = r.remaining();
       },
       ERRCODE_INVALID_BINARY_REPRESENTATION);
   if (magic != kStateMagic) invalid_state("not a spillagg state");
-  if (version != kStateFormatVersion)
+  if (version < 1 || version > kStateFormatVersion)
     ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-                    errmsg("invalid spillagg state: format version %d, expected %d", version,
+                    errmsg("invalid spillagg state: format version %d, expected 1 to %d", version,
                            kStateFormatVersion)));
   if (!value_type_fits(ss->state_tag, ss->value_type)) invalid_state("its value type does not match its kind");
   if (OidIsValid(ss->collation) && !SearchSysCacheExists1(COLLOID, ObjectIdGetDatum(ss->collation)))
     invalid_state("its collation does not exist in this database");
   if (ss->limit < 0) invalid_state("negative k");
-  if (ss->key_format != kKeysPortable && (require_portable || ss->key_format != kKeysImage))
-    invalid_state("unknown key format");
+  if (key_format != kKeysPortable) invalid_state("unknown key format");
+  ss->version = version;
+  if (version == 1 && ss->state_tag == FloatSum::kTag) upgrade_format1_records<FloatSum>(ss);
+  if (version == 1 && ss->state_tag == FloatMoments::kTag) upgrade_format1_records<FloatMoments>(ss);
   ss->magic = kParsedStateMagic;
   ss->serialized = true;
   return ss;
@@ -95,41 +137,12 @@ KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss) {
   return kt;
 }
 
-void check_key_shape(Oid type, int16 typlen, KeyView k) {
-  bool ok;
-  if (typlen > 0)
-    ok = k.len == static_cast<uint32>(typlen);
-  else if (typlen == -1) {
-    uint32 header = 0;  // copied: k.data may be unaligned
-    if (k.len >= VARHDRSZ) memcpy(&header, k.data, VARHDRSZ);
-    ok = k.len >= VARHDRSZ && VARATT_IS_4B_U(&header) && VARSIZE(&header) == k.len;
-  }
-  else
-    ok = k.len >= 1 && memchr(k.data, '\0', k.len) == k.data + k.len - 1;
-  if (!ok)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-                    errmsg("invalid spillagg state: malformed key of type %s", format_type_be(type))));
-}
-
 void wrong_state_kind(const char* consumer) {
   ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                   errmsg("this spillagg state cannot be finalized by %s", consumer),
                   errhint("A state is finalized by the function matching the *_state aggregate that made it "
                           "(sum_map_state -> sum_map_final or avg_map_final, ...).")));
   pg_unreachable();
-}
-
-KeyView serialized_key(KeyType* kt, const SerializedState* ss, KeyView raw, uint8** aligned, size_t* cap) {
-  if (ss->key_format == kKeysPortable) return kt->receive(raw.data, raw.len);
-  // An image from a parallel worker of this query: aligned copy, shape check.
-  if (raw.len > *cap) {  // repalloc keeps the buffer in its own context
-    *cap = Max(raw.len, 2 * *cap);
-    *aligned = static_cast<uint8*>(repalloc(*aligned, *cap));
-  }
-  memcpy(*aligned, raw.data, raw.len);
-  KeyView k{*aligned, raw.len};
-  check_key_shape(kt->type, kt->typlen, k);
-  return k;
 }
 
 void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss) {
@@ -142,13 +155,12 @@ void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss) {
                                                   ALLOCSET_SMALL_SIZES);
     for (uint64 n = 1; pos < end; ++n) {
       if ((n & 4095) == 0) CHECK_FOR_INTERRUPTS();
-      uint64 h = 0;
       KeyView k{nullptr, 0};
       State st;
       run_core(
           [&] {
             Reader r(pos, static_cast<size_t>(end - pos));
-            read_run_record(r, &h, &k, &st);
+            read_state_record(r, ss->version, &k, &st);
             pos = r.position();
           },
           ERRCODE_INVALID_BINARY_REPRESENTATION);
@@ -168,18 +180,18 @@ using namespace spillagg;
 
 // spillagg_state: text form as bytea's hex ("\x..."), binary form the bytes.
 static Datum checked_state(FunctionCallInfo fcinfo, bytea* b) {
-  validate_state(fcinfo, parse_state_bytes(b, true));
+  validate_state(fcinfo, parse_state_bytes(b));
   PG_RETURN_BYTEA_P(b);
 }
 
-Datum spillagg_state_in(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_state_in) {
   return checked_state(fcinfo, DatumGetByteaPP(DirectFunctionCall1(byteain, PG_GETARG_DATUM(0))));
 }
 
-Datum spillagg_state_out(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteaout, PG_GETARG_DATUM(0)); }
+SPILLAGG_FUNCTION(spillagg_state_out) { return DirectFunctionCall1(byteaout, PG_GETARG_DATUM(0)); }
 
-Datum spillagg_state_recv(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_state_recv) {
   return checked_state(fcinfo, DatumGetByteaPP(DirectFunctionCall1(bytearecv, PG_GETARG_DATUM(0))));
 }
 
-Datum spillagg_state_send(PG_FUNCTION_ARGS) { return DirectFunctionCall1(byteasend, PG_GETARG_DATUM(0)); }
+SPILLAGG_FUNCTION(spillagg_state_send) { return DirectFunctionCall1(byteasend, PG_GETARG_DATUM(0)); }

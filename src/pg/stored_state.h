@@ -6,13 +6,14 @@
 //   "SPAG" | u8 format version | u8 state tag | u32 key type | u32 collation
 //   | u32 value type | i32 limit | u8 key format | records...
 //
-// Records are the run records of spilling_table.h, one per distinct key
-// with its merged state, in hash order. Keys are in their type's binary send
-// format (kKeysPortable), read back through its receive function, which
-// validates them as it does any client input. (kKeysImage, in-memory key
-// images, was the format between parallel workers when states were
-// internal; no value of the type may carry it.) Everything else is checked as it is read: a truncated, corrupt or
-// foreign state is an ERROR (22P03), never a crash.
+// One record per distinct key with its merged state, in hash order:
+// varint key length, varint state length, key, state (State::encode). Keys
+// are in their type's binary send format (key format 1), read back through
+// its receive function, which validates them as it does any client input.
+// Formats 1 and 2 (spillagg 0.1 and early 0.2) also stored each key's
+// 8-byte hash, which readers recompute anyway; they are still read.
+// Everything is checked as it is read: a truncated, corrupt or foreign
+// state is an ERROR (22P03), never a crash.
 #pragma once
 
 #include "postgres_api.h"
@@ -22,37 +23,81 @@
 namespace spillagg {
 
 constexpr uint32 kStateMagic = 0x47415053;  // "SPAG"
-constexpr uint8 kStateFormatVersion = 2;  // 2: float sums and moments changed
-constexpr uint8 kKeysImage = 0;
+constexpr uint8 kStateFormatVersion = 3;  // 3: no hashes; 2: float sums and moments changed
 constexpr uint8 kKeysPortable = 1;
+
+// A record of a flat state (format 3). State::encode is bounded by
+// StateMax<State> (kStateMax, or more for the wide numeric states).
+template <class State>
+void write_state_record(Writer& w, KeyView key, const State& st) {
+  if constexpr (StateMax<State>::value <= kStateMax) {
+    struct TooLarge final : ByteSink {
+      void write(const void*, size_t) override { throw std::length_error("state encoding too large"); }
+    } too_large;
+    uint8_t sbuf[kStateMax];
+    Writer sw(&too_large, sbuf, sizeof sbuf);
+    st.encode(sw);
+    w.varint(key.len);
+    w.varint(sw.buffered());
+    w.bytes(key.data, key.len);
+    w.bytes(sbuf, sw.buffered());
+  } else {  // large states: measure the encoding, then write it in place
+    struct Counter final : ByteSink {
+      size_t n = 0;
+      void write(const void*, size_t len) override { n += len; }
+    } counter;
+    uint8_t cbuf[256];
+    Writer cw(&counter, cbuf, sizeof cbuf);
+    st.encode(cw);
+    cw.flush();
+    if (counter.n > StateMax<State>::value) throw std::length_error("state encoding too large");
+    w.varint(key.len);
+    w.varint(counter.n);
+    w.bytes(key.data, key.len);
+    st.encode(w);
+  }
+}
+
+// Reads a record of a flat state of the given format; the key points into
+// r's bytes.
+template <class State>
+void read_state_record(Reader& r, uint8 version, KeyView* key, State* st) {
+  if (version < 3) {
+    uint64_t hash;
+    read_run_record(r, &hash, key, st);
+    return;
+  }
+  uint64_t key_len = r.varint();
+  uint64_t state_len = r.varint();
+  if (key_len > UINT32_MAX || state_len > StateMax<State>::value) throw CorruptData("bad record header");
+  *key = KeyView{r.take(key_len), static_cast<uint32_t>(key_len)};
+  Reader s(r.take(state_len), state_len);
+  *st = State::decode(s);
+  if (s.remaining() != 0) throw CorruptData("bad state in record");
+}
 
 // A state known only by its bytes (KeyedAggHeader::serialized is true).
 struct SerializedState : KeyedAggHeader {
   Oid key_type;
   Oid collation;
-  uint8 key_format;
+  uint8 version;  // of the records' format
   const uint8* records;
   size_t len;
 };
 
 // Parses and checks the header; the records are checked as they are read.
-// A spillagg_state value must have portable keys.
-SerializedState* parse_state_bytes(const bytea* b, bool require_portable);
+SerializedState* parse_state_bytes(const bytea* b);
 
 // The key type of a serialized state, cached in fn_extra (valid until the
 // next call of this function), and one made to last as long as cxt.
 KeyType* stored_key_type(FunctionCallInfo fcinfo, const SerializedState* ss);
 KeyType* new_key_type(const SerializedState* ss, MemoryContext cxt);
 
-// A serialized key must have the shape of its type before it is a Datum.
-void check_key_shape(Oid type, int16 typlen, KeyView k);
 
 // Checks every record of a spillagg_state: structure, state encodings, and
 // each key through its type's receive function.
 void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss);
 
-// A serialized key as key bytes (an aligned image of the key type).
-KeyView serialized_key(KeyType* kt, const SerializedState* ss, KeyView raw, uint8** aligned, size_t* cap);
 
 [[noreturn]] void wrong_state_kind(const char* consumer);
 
@@ -126,8 +171,9 @@ Datum with_state_type(uint8 tag, F&& f) {
 }
 
 // Every distinct key with its merged state, once: from an aggregate's own
-// state (finishing it: the spilled runs are merged) or from serialized bytes.
-// next() and close() are called outside run_core.
+// state (finishing it: the spilled runs are merged) or from serialized bytes
+// (whose keys' hashes are not known: *h is 0). next() and close() are
+// called outside run_core.
 template <class State>
 class KeyStream {
  public:
@@ -145,8 +191,6 @@ class KeyStream {
     key = stored_key_type(fcinfo, ss);
     pos_ = ss->records;
     end_ = ss->records + ss->len;
-    aligned_cap_ = 64;
-    aligned_ = static_cast<uint8*>(palloc(aligned_cap_));
     // What a key's receive function allocates lasts until the next key.
     key_cxt_ = AllocSetContextCreate(CurrentMemoryContext, "spillagg received key", ALLOCSET_SMALL_SIZES);
   }
@@ -163,13 +207,14 @@ class KeyStream {
     run_core(
         [&] {
           Reader r(pos_, static_cast<size_t>(end_ - pos_));
-          read_run_record(r, h, k, st);
+          read_state_record(r, ss_->version, k, st);
           pos_ = r.position();
         },
         ERRCODE_INVALID_BINARY_REPRESENTATION);
+    *h = 0;
     MemoryContextReset(key_cxt_);
     MemoryContext old = MemoryContextSwitchTo(key_cxt_);
-    *k = serialized_key(key, ss_, *k, &aligned_, &aligned_cap_);
+    *k = key->receive(k->data, k->len);
     MemoryContextSwitchTo(old);
     return true;
   }
@@ -209,8 +254,6 @@ class KeyStream {
   SerializedState* ss_ = nullptr;
   const uint8* pos_ = nullptr;
   const uint8* end_ = nullptr;
-  uint8* aligned_ = nullptr;
-  size_t aligned_cap_ = 0;
 };
 
 // The final step of the map aggregates: a jsonb object {key text: value}

@@ -6,11 +6,6 @@
 
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_top_k_transfn);
-PG_FUNCTION_INFO_V1(spillagg_top_k_finalfn);
-}
-
 using namespace spillagg;
 
 using CountAgg = KeyedAgg<Count>;
@@ -76,7 +71,7 @@ Datum copy_key(KeyType* kt, KeyView k) {
 
 }  // namespace
 
-Datum spillagg_top_k_transfn(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_top_k_transfn) {
   if (PG_ARGISNULL(2) || PG_GETARG_INT32(2) <= 0)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("k must be a positive integer"),
@@ -156,4 +151,4 @@ static Datum top_k_result(FunctionCallInfo fcinfo, KeyedAggHeader* header) {
 }
 
 // Also top_k_final(spillagg_state, anyelement).
-Datum spillagg_top_k_finalfn(PG_FUNCTION_ARGS) { return top_k_result(fcinfo, state_arg(fcinfo, 0)); }
+SPILLAGG_FUNCTION(spillagg_top_k_finalfn) { return top_k_result(fcinfo, state_arg(fcinfo, 0)); }

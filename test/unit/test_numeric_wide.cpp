@@ -324,6 +324,7 @@ TEST(Escalation, RowOverflowHandsOverToAWiderTable) {
       } catch (const StateOverflow&) {
         mid->t.adopt_runs(narrow->t);
         EXPECT_EQ(narrow->t.run_count(), 0u);
+        EXPECT_EQ(narrow->table_mem.bytes_allocated(), 0u);  // its table is gone, slots too
         EXPECT_GT(mid->t.run_count(), 0u);
         escalated = true;
       }
