@@ -89,6 +89,40 @@ static MemoryContext shared_object_context(FunctionCallInfo fcinfo, MemoryContex
   return cxt;
 }
 
+// A state's own object context (the Citus case below) and what replaces it
+// when whoever took the object over deletes it: a PL/pgSQL final function
+// given the read-write datum takes the object over by assigning it to a
+// variable, and deletes its context when the variable goes; a rescan may
+// then run the final again on the same datum, whose header must still name
+// a live context. Deleted with (or by a reset of) the aggregate context, it
+// is not replaced.
+struct OwnContextGuard {
+  MemoryContextCallback callback;
+  StateObject* object;
+  MemoryContext home;  // the aggregate context
+  MemoryContext cxt;
+};
+
+static MemoryContext own_object_context(StateObject* o, MemoryContext home);
+
+static void replace_taken_over_context(void* arg) {
+  auto* g = static_cast<OwnContextGuard*>(arg);
+  if (MemoryContextGetParent(g->cxt) == g->home) return;
+  g->object->hdr.eoh_context = own_object_context(g->object, g->home);
+}
+
+static MemoryContext own_object_context(StateObject* o, MemoryContext home) {
+  MemoryContext cxt = SlabContextCreate(home, "spillagg state", 256, sizeof(OwnContextGuard));
+  auto* g = static_cast<OwnContextGuard*>(MemoryContextAlloc(cxt, sizeof(OwnContextGuard)));
+  g->callback.func = replace_taken_over_context;
+  g->callback.arg = g;
+  g->object = o;
+  g->home = home;
+  g->cxt = cxt;
+  MemoryContextRegisterResetCallback(cxt, &g->callback);
+  return cxt;
+}
+
 void attach_object(FunctionCallInfo fcinfo, KeyedAggHeader* agg, MemoryContext aggcxt) {
   // The object's context is a child of the aggregate context: nodeAgg keeps
   // such a read-write object as the transition value without copying it.
@@ -103,11 +137,12 @@ void attach_object(FunctionCallInfo fcinfo, KeyedAggHeader* agg, MemoryContext a
   // function returned again. Otherwise (Citus's worker_partial_agg and
   // coord_combine_agg, which also hand the read-write datum to the
   // aggregate's final function, which may be anyone's and may take the
-  // object over) each state has an empty slab context of its own (~180 bytes).
-  MemoryContext ocxt = fcinfo->flinfo->fn_expr ? shared_object_context(fcinfo, aggcxt) : nullptr;
-  if (!ocxt) ocxt = SlabContextCreate(aggcxt, "spillagg state", 64, 8);
+  // object over) each state has a slab context of its own (~0.5 kB), which
+  // is replaced if the one who took it over deletes it (OwnContextGuard).
   StateObject* o = &agg->object;
   memset(o, 0, sizeof(StateObject));
+  MemoryContext ocxt = fcinfo->flinfo->fn_expr ? shared_object_context(fcinfo, aggcxt) : nullptr;
+  if (!ocxt) ocxt = own_object_context(o, aggcxt);
   EOH_init_header(&o->hdr, &kStateMethods, ocxt);
 }
 

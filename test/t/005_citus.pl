@@ -211,6 +211,31 @@ SELECT (SELECT count(*) FROM r_spill) || ' groups, '
 	}
 }
 
+# Citus hands the read-write state to the aggregate's final function, which
+# may be anyone's: a PL/pgSQL final that assigns it to a variable takes the
+# object over and deletes its context on exit; the state lives on (a new
+# context replaces the deleted one) and answers stay right. (Citus
+# propagates the function and the aggregate to the workers.)
+$coord->safe_psql('postgres', q{
+CREATE FUNCTION takeover_final(s spillagg_state) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v spillagg_state;
+BEGIN
+  v := s;
+  RETURN count_distinct_final(v) + count_distinct_final(s);
+END $$;
+CREATE AGGREGATE takeover_cd(integer) (SFUNC = spillagg_count_distinct_transfn, STYPE = spillagg_state,
+  COMBINEFUNC = spillagg_combine, FINALFUNC = takeover_final);
+});
+{
+	my $q = 'SELECT g, takeover_cd(k) AS r FROM t GROUP BY g';
+	my $plan = $coord->safe_psql('postgres', "EXPLAIN (VERBOSE, COSTS OFF) $q");
+	ok($plan =~ /worker_partial_agg/ && $plan =~ /coord_combine_agg/, 'a user aggregate with a PL/pgSQL final is pushed down')
+	  or diag($plan);
+	is($coord->safe_psql('postgres', qq{
+SELECT count(*) FROM ($q) a JOIN (SELECT g, 2 * count(DISTINCT k) AS r FROM t_local GROUP BY g) b USING (g) WHERE a.r = b.r}),
+		'7', 'a final that takes the state over: right answers, no crash');
+}
+
 # Spills were forced on the workers: their logs show temporary files of the
 # worker_partial_agg queries.
 for my $i (0 .. $#workers)
