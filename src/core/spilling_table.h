@@ -284,12 +284,16 @@ class SpillingTable {
       add_run(a.sink.run, 0);  // registered first so a failure below still frees it
       a.index = nruns_ - 1;
       a.open = true;
+      a.runs++;
     }
     write_run_record(a.w, hash, key, st);
     runs_[a.index].records++;
     a.last_hash = hash;
     if ((runs_[a.index].records & 4095) == 0) store_->check_interrupts();
   }
+  // Runs begun since begin_appending(): more than one means the records
+  // were not in hash order.
+  size_t appended_runs() const { return appender_ ? appender_->runs : 0; }
   void end_appending() {
     if (!appender_) return;
     close_appended_run();
@@ -692,6 +696,7 @@ class SpillingTable {
     Writer w;
     bool open = false;
     size_t index = 0;
+    size_t runs = 0;
     uint64_t last_hash = 0;
     Appender(RunStore* s, uint8_t* buf) : sink(s), w(&sink, buf, kIoChunk) {}
   };

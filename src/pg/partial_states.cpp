@@ -41,6 +41,7 @@ class StringInfoSink final : public ByteSink {
 // is spilled before it is flattened, so that its records come in hash order.
 constexpr size_t kAppendAsRunsBytes = 256 * 1024;
 constexpr size_t kSortBeforeFlattening = 32 * 1024;
+constexpr size_t kAppendedRunsMax = 4;
 
 template <class State>
 bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
@@ -155,14 +156,24 @@ void combine_into(FunctionCallInfo fcinfo, KeyedAggHeader*& into, KeyedAggHeader
   KeyView k;
   State st;
   // A large flat state (a parallel worker's or a Citus shard's partial
-  // state, in hash order) joins into's runs as it is (SpillingTable::append).
+  // state, in hash order) joins into's runs as it is (SpillingTable::append);
+  // if its records turn out not to be in hash order, the rest goes through
+  // the table.
   if constexpr (numeric_family(State::kTag) == 0) {
     if (other->serialized && static_cast<SerializedState*>(other)->len >= kAppendAsRunsBytes) {
       auto* a = static_cast<KeyedAgg<State>*>(into);
+      bool appending = true;
       run_core([&] { a->table.begin_appending(); });
       while (keys.next(&h, &k, &st)) {
         h = a->key->hash(k);
-        run_core([&] { a->table.append(h, k, st); });
+        run_core([&] {
+          if (appending && a->table.appended_runs() > kAppendedRunsMax) {
+            a->table.end_appending();
+            appending = false;
+          }
+          if (appending) a->table.append(h, k, st);
+          else a->table.merge_in(h, k, st);
+        });
       }
       keys.close();
       run_core([&] { a->table.end_appending(); });
