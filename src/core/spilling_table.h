@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #include "codec.h"
@@ -213,6 +214,7 @@ class SpillingTable {
     merge_ = nullptr;
     walking_ = false;
     ndeferred_ = next_deferred_ = 0;
+    appender_ = nullptr;
     compact_runs_ = 0;
     compact_records_ = 0;
   }
@@ -262,6 +264,43 @@ class SpillingTable {
   // table to scrambled homes as soon as that crowds it.
   void merge_in(uint64_t hash, KeyView key, const State& s) { upsert(hash, key).merge(s); }
 
+  // Records of a large partial state of another process (a parallel
+  // worker's, a Citus shard's), which come in hash order, go straight to
+  // runs of their own instead of through the table: the final merge reads
+  // them like any spill, so the leader neither re-hashes every key into its
+  // table nor spills it again. A record whose hash is below its
+  // predecessor's starts a new run, so any order stays correct. Between
+  // begin_appending() and end_appending() nothing compacts runs.
+  void begin_appending() {
+    end_appending();
+    appender_ = static_cast<Appender*>(meta_mem_->allocate(sizeof(Appender) + kIoChunk));
+    new (appender_) Appender(store_, reinterpret_cast<uint8_t*>(appender_ + 1));
+  }
+  void append(uint64_t hash, KeyView key, const State& st) {
+    Appender& a = *appender_;
+    if (!a.open || hash < a.last_hash) {
+      close_appended_run();
+      a.sink.run = store_->create_run();
+      add_run(a.sink.run, 0);  // registered first so a failure below still frees it
+      a.index = nruns_ - 1;
+      a.open = true;
+      a.runs++;
+    }
+    write_run_record(a.w, hash, key, st);
+    runs_[a.index].records++;
+    a.last_hash = hash;
+    if ((runs_[a.index].records & 4095) == 0) store_->check_interrupts();
+  }
+  // Runs begun since begin_appending(): more than one means the records
+  // were not in hash order.
+  size_t appended_runs() const { return appender_ ? appender_->runs : 0; }
+  void end_appending() {
+    if (!appender_) return;
+    close_appended_run();
+    meta_mem_->release(appender_);
+    appender_ = nullptr;
+  }
+
   // upsert(hash, key).merge(s), later: for inline keys of a kCanDefer State, the key's slot is
   // prefetched now and the key inserted kDeferDepth calls later, so that the
   // cache misses of a table larger than the CPU caches overlap instead of
@@ -305,7 +344,7 @@ class SpillingTable {
     stats_.bytes_written += sink.bytes();
     table_.clear();
     store_->spilled(n, sink.bytes());
-    if (compact_runs_ >= 2 && nruns_ >= compact_runs_) {
+    if (compact_runs_ >= 2 && nruns_ >= compact_runs_ && !appender_) {
       uint64_t records = 0;
       for (size_t i = 0; i < nruns_; ++i) records += runs_[i].records;
       // Only while the (shared) budget has room for the merge's readers,
@@ -328,6 +367,8 @@ class SpillingTable {
   void discard() {
     ndeferred_ = 0;
     walking_ = false;
+    if (appender_) meta_mem_->release(appender_);
+    appender_ = nullptr;
     for (size_t i = 0; i < nruns_; ++i) store_->destroy_run(runs_[i].run);
     nruns_ = 0;
     merge_ = nullptr;
@@ -363,6 +404,7 @@ class SpillingTable {
   // (PostgreSQL may run a final function twice on one state), and the table
   // can still be spilled once the stream has ended.
   void finish() {
+    end_appending();
     end_stream();
     apply_deferred();
     if (nruns_ == 0) {
@@ -639,6 +681,36 @@ class SpillingTable {
 
   void note_peak() { stats_.peak_bytes = std::max(stats_.peak_bytes, table_.bytes_allocated()); }
 
+  struct AppendSink final : ByteSink {
+    RunStore* store;
+    RunStore::Run run = nullptr;
+    uint64_t bytes = 0;
+    explicit AppendSink(RunStore* s) : store(s) {}
+    void write(const void* p, size_t n) override {
+      store->write(run, p, n);
+      bytes += n;
+    }
+  };
+  struct Appender {
+    AppendSink sink;
+    Writer w;
+    bool open = false;
+    size_t index = 0;
+    size_t runs = 0;
+    uint64_t last_hash = 0;
+    Appender(RunStore* s, uint8_t* buf) : sink(s), w(&sink, buf, kIoChunk) {}
+  };
+
+  void close_appended_run() {
+    Appender& a = *appender_;
+    if (!a.open) return;
+    a.w.flush();
+    store_->finish_writing(a.sink.run);
+    stats_.bytes_written += a.sink.bytes;
+    a.sink.bytes = 0;
+    a.open = false;
+  }
+
   MemorySource* table_mem_;
   MemorySource* meta_mem_;
   RunStore* store_;
@@ -656,6 +728,7 @@ class SpillingTable {
   uint64_t compact_records_;
   std::array<Deferred, kDeferDepth> deferred_;
   size_t ndeferred_, next_deferred_;
+  Appender* appender_;  // between begin_appending() and end_appending()
 
 
   template <class>

@@ -161,16 +161,35 @@ void KeyType::init_binary_io() {
   getTypeBinaryInputInfo(type, &recv, &recv_ioparam);
   fmgr_info_cxt(send, &send_fn, cxt);
   fmgr_info_cxt(recv, &recv_fn, cxt);
+  integer_io = (type == INT2OID || type == INT4OID || type == INT8OID || type == OIDOID) && typbyval;
   binary_io_ready = true;
 }
 
-bytea* KeyType::send(KeyView k) {
+// Reverses n <= 8 bytes (little-endian image <-> network order).
+static void reverse_bytes(const uint8* from, uint8* to, uint32 n) {
+  for (uint32 i = 0; i < n; ++i) to[i] = from[n - 1 - i];
+}
+
+KeyView KeyType::send(KeyView k, uint8 (&scratch8)[8]) {
   init_binary_io();
-  return SendFunctionCall(&send_fn, datum_of(k));
+  if (integer_io) {
+    reverse_bytes(k.data, scratch8, k.len);
+    return KeyView{scratch8, k.len};
+  }
+  bytea* b = SendFunctionCall(&send_fn, datum_of(k));
+  return KeyView{reinterpret_cast<const uint8*>(VARDATA(b)), static_cast<uint32>(VARSIZE(b) - VARHDRSZ)};
 }
 
 KeyView KeyType::receive(const uint8* p, uint32 len) {
   init_binary_io();
+  if (integer_io) {
+    if (len != static_cast<uint32>(typlen))
+      ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+                      errmsg("invalid spillagg state: malformed key of type %s", format_type_be(type))));
+    byval_buf = 0;
+    reverse_bytes(p, reinterpret_cast<uint8*>(&byval_buf), len);
+    return KeyView{reinterpret_cast<const uint8*>(&byval_buf), len};
+  }
   StringInfoData buf;
   buf.data = static_cast<char*>(palloc(len + 1));
   memcpy(buf.data, p, len);

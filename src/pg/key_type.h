@@ -38,6 +38,10 @@ struct KeyType {
   size_t scratch_cap;
   MemoryContext cxt;   // lives as long as the query
   bool binary_io_ready;
+  // smallint, integer, bigint, oid: the send format is the value's bytes in
+  // network order, and receive accepts any such bytes, so both are a byte
+  // swap here (keys of partial states cross processes by the million).
+  bool integer_io;
   FmgrInfo send_fn;
   FmgrInfo recv_fn;
   Oid recv_ioparam;
@@ -57,9 +61,11 @@ struct KeyType {
   // The key as a JSON object key: as jsonb_object_agg makes it (true/false,
   // ISO 8601 dates and timestamps), otherwise the type's text output.
   char* output(KeyView k);
-  // The key in its type's binary send format, and back through the type's
-  // receive function (which validates untrusted bytes). PostgreSQL ERRORs.
-  bytea* send(KeyView k);
+  // The key in its type's binary send format (in `scratch8` for integers,
+  // else palloc'd in the current context), and back through the type's
+  // receive function (which validates untrusted bytes; valid until the
+  // next call). PostgreSQL ERRORs.
+  KeyView send(KeyView k, uint8 (&scratch8)[8]);
   KeyView receive(const uint8* p, uint32 len);
 
  private:

@@ -36,8 +36,20 @@ class StringInfoSink final : public ByteSink {
   MemoryContext cxt_;
 };
 
+// A flat state at least this large is merged by appending its records as
+// runs (combine_into); a live state with at least this many keys in memory
+// is spilled before it is flattened, so that its records come in hash order.
+constexpr size_t kAppendAsRunsBytes = 256 * 1024;
+constexpr size_t kSortBeforeFlattening = 32 * 1024;
+constexpr size_t kAppendedRunsMax = 4;
+
 template <class State>
 bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  if (!h->serialized) {
+    auto* a = static_cast<KeyedAgg<State>*>(h);
+    if (!a->table.spilled() && a->table.size_in_memory() >= kSortBeforeFlattening)
+      run_core([&] { a->table.spill(); });
+  }
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfoSpaces(&buf, VARHDRSZ);
@@ -63,9 +75,9 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   MemoryContext key_cxt = AllocSetContextCreate(CurrentMemoryContext, "spillagg sent key", ALLOCSET_SMALL_SIZES);
   while (keys.next(&hash, &k, &st)) {
     MemoryContext old = MemoryContextSwitchTo(key_cxt);
-    bytea* sent = keys.key->send(k);
+    uint8 scratch[8];
+    k = keys.key->send(k, scratch);
     MemoryContextSwitchTo(old);
-    k = KeyView{reinterpret_cast<const uint8*>(VARDATA(sent)), static_cast<uint32>(VARSIZE(sent) - VARHDRSZ)};
     run_core([&] { write_state_record(w, k, st); });
     MemoryContextReset(key_cxt);
   }
@@ -143,6 +155,31 @@ void combine_into(FunctionCallInfo fcinfo, KeyedAggHeader*& into, KeyedAggHeader
   uint64_t h;
   KeyView k;
   State st;
+  // A large flat state (a parallel worker's or a Citus shard's partial
+  // state, in hash order) joins into's runs as it is (SpillingTable::append);
+  // if its records turn out not to be in hash order, the rest goes through
+  // the table.
+  if constexpr (numeric_family(State::kTag) == 0) {
+    if (other->serialized && static_cast<SerializedState*>(other)->len >= kAppendAsRunsBytes) {
+      auto* a = static_cast<KeyedAgg<State>*>(into);
+      bool appending = true;
+      run_core([&] { a->table.begin_appending(); });
+      while (keys.next(&h, &k, &st)) {
+        h = a->key->hash(k);
+        run_core([&] {
+          if (appending && a->table.appended_runs() > kAppendedRunsMax) {
+            a->table.end_appending();
+            appending = false;
+          }
+          if (appending) a->table.append(h, k, st);
+          else a->table.merge_in(h, k, st);
+        });
+      }
+      keys.close();
+      run_core([&] { a->table.end_appending(); });
+      return;
+    }
+  }
   while (keys.next(&h, &k, &st)) {
     if (other->serialized) h = into->key->hash(k);  // not trusted from the bytes
     else if (skip && h <= skip_upto) continue;    // merged before other escalated
