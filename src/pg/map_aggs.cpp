@@ -10,23 +10,6 @@
 #include "json_values.h"
 #include "stored_state.h"
 
-extern "C" {
-PG_FUNCTION_INFO_V1(spillagg_sum_transfn);
-PG_FUNCTION_INFO_V1(spillagg_min_transfn);
-PG_FUNCTION_INFO_V1(spillagg_max_transfn);
-PG_FUNCTION_INFO_V1(spillagg_moments_transfn);
-// Each final function serves the aggregates and the X_final functions of
-// stored states alike: both read their spillagg_state through state_arg.
-PG_FUNCTION_INFO_V1(spillagg_sum_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_avg_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_min_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_max_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_var_samp_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_var_pop_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_stddev_samp_finalfn);
-PG_FUNCTION_INFO_V1(spillagg_stddev_pop_finalfn);
-}
-
 using namespace spillagg;
 
 namespace {
@@ -401,7 +384,7 @@ Datum extreme_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
 
 }  // namespace
 
-Datum spillagg_sum_transfn(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_sum_transfn) {
   ValueKind kind = kind_of(value_type(fcinfo));
   if (kind == ValueKind::Numeric) return numeric_transfn<NumericSumT>(fcinfo);
   if (kind == ValueKind::Int) return map_transfn<IntSum, int64>(fcinfo, int_value);
@@ -464,10 +447,10 @@ static Datum avg_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   });
 }
 
-Datum spillagg_min_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<false>(fcinfo); }
-Datum spillagg_max_transfn(PG_FUNCTION_ARGS) { return extreme_transfn<true>(fcinfo); }
+SPILLAGG_FUNCTION(spillagg_min_transfn) { return extreme_transfn<false>(fcinfo); }
+SPILLAGG_FUNCTION(spillagg_max_transfn) { return extreme_transfn<true>(fcinfo); }
 
-Datum spillagg_moments_transfn(PG_FUNCTION_ARGS) {
+SPILLAGG_FUNCTION(spillagg_moments_transfn) {
   ValueKind kind = kind_of(value_type(fcinfo));
   if (kind == ValueKind::Numeric)
     return numeric_transfn<NumericMomentsT>(fcinfo);
@@ -489,8 +472,10 @@ static Datum stddev_pop_result(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   return moments_result(fcinfo, h, "stddev_pop_map_final", false, true);
 }
 
+// Each final function serves the aggregates and the X_final functions of
+// stored states alike: both read their spillagg_state through state_arg.
 #define SPILLAGG_FINAL_ENTRY_POINTS(name, result) \
-  Datum spillagg_##name##_finalfn(PG_FUNCTION_ARGS) { return result(fcinfo, state_arg(fcinfo, 0)); }
+  SPILLAGG_FUNCTION(spillagg_##name##_finalfn) { return result(fcinfo, state_arg(fcinfo, 0)); }
 
 SPILLAGG_FINAL_ENTRY_POINTS(sum, sum_result)
 SPILLAGG_FINAL_ENTRY_POINTS(avg, avg_result)
