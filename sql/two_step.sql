@@ -398,3 +398,30 @@ BEGIN
   END;
   RAISE NOTICE 'backend survived crafted array and jsonb keys';
 END $$;
+
+-- Large flat states (over 256 kB) are merged by appending their records as
+-- runs, past the table: states of 50k text keys made in hash order (spilled
+-- before they are flattened) and of 30k keys made in slot order (an
+-- in-memory table under 32k keys, so appending falls back to the table
+-- after 4 runs), rolled up with overlapping keys, per key against GROUP BY,
+-- in the default and a small budget. At the default budget the two sorted
+-- states are two appended runs, and nothing spills.
+CREATE TEMP TABLE big_src AS
+SELECT p, 'key-' || j AS k
+FROM (VALUES (0, 0, 49999), (1, 25000, 74999), (2, 0, 29999), (3, 15000, 44999)) r(p, lo, hi),
+     generate_series(lo, hi) j, generate_series(1, 1 + j % 2) twice;
+CREATE TEMP TABLE big_states AS SELECT p, count_map_state(k) AS s FROM big_src GROUP BY p;
+SELECT p, octet_length(spillagg_state_send(s)) > 256 * 1024 AS over_256k FROM big_states ORDER BY p;
+CREATE TEMP TABLE big_native AS
+SELECT g, jsonb_object_agg(k, c) AS m
+FROM (SELECT p < 2 AS g, k, count(*) AS c FROM big_src GROUP BY 1, 2) x GROUP BY g;
+CREATE TEMP TABLE st1 AS SELECT * FROM spillagg_stats();
+SELECT count_map_final(rollup(s)) = (SELECT m FROM big_native WHERE g) AS same_sorted
+FROM big_states WHERE p < 2;
+SELECT s.runs - st1.runs AS runs, s.spills - st1.spills AS spills FROM spillagg_stats() s, st1;
+SELECT count_map_final(rollup(s)) = (SELECT m FROM big_native WHERE NOT g) AS same_unsorted
+FROM big_states WHERE p >= 2;
+SET spillagg.work_mem = 64;
+SELECT g, count_map_final(rollup(s)) = (SELECT m FROM big_native n WHERE n.g = b.g) AS same
+FROM (SELECT p < 2 AS g, s FROM big_states) b GROUP BY g ORDER BY g;
+RESET spillagg.work_mem;
