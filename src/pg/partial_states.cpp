@@ -180,9 +180,13 @@ void combine_into(FunctionCallInfo fcinfo, KeyedAggHeader*& into, KeyedAggHeader
       return;
     }
   }
+  // Only a resumed stream skips: a live state streamed from memory is in
+  // slot order, not hash order; one that overflows mid-stream is a merge of
+  // its runs (hash order), so its rest starts after the last hash merged.
+  const bool resumed = skip;
   while (keys.next(&h, &k, &st)) {
     if (other->serialized) h = into->key->hash(k);  // not trusted from the bytes
-    else if (skip && h <= skip_upto) continue;    // merged before other escalated
+    else if (resumed && h <= skip_upto) continue;  // merged before other escalated
     merge_one(into, h, k, st);
     skip = true;
     skip_upto = h;
