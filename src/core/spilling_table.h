@@ -51,9 +51,11 @@ template <class S>
 struct StateMax<S, std::void_t<decltype(S::kMaxEncoded)>>
     : std::integral_constant<size_t, (S::kMaxEncoded > kStateMax ? S::kMaxEncoded : kStateMax)> {};
 
-// Writes one record in the run format (also the serialized-state format).
+// Writes one record: varint key length, varint state length, the hash
+// (if given: run records have it, flat-state records of format 3 do not),
+// the key, the state.
 template <class State>
-void write_run_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
+void write_record(Writer& w, const uint64_t* hash, KeyView key, const State& st) {
   if constexpr (StateMax<State>::value <= kStateMax) {
     struct TooLarge final : ByteSink {
       void write(const void*, size_t) override { throw std::length_error("state encoding too large"); }
@@ -63,7 +65,7 @@ void write_run_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
     st.encode(sw);
     w.varint(key.len);
     w.varint(sw.buffered());
-    w.fixed<uint64_t>(hash);
+    if (hash) w.fixed<uint64_t>(*hash);
     w.bytes(key.data, key.len);
     w.bytes(sbuf, sw.buffered());
   } else {  // large states: measure the encoding, then write it in place
@@ -78,10 +80,16 @@ void write_run_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
     if (counter.n > StateMax<State>::value) throw std::length_error("state encoding too large");
     w.varint(key.len);
     w.varint(counter.n);
-    w.fixed<uint64_t>(hash);
+    if (hash) w.fixed<uint64_t>(*hash);
     w.bytes(key.data, key.len);
     st.encode(w);
   }
+}
+
+// Writes one record in the run format.
+template <class State>
+void write_run_record(Writer& w, uint64_t hash, KeyView key, const State& st) {
+  write_record(w, &hash, key, st);
 }
 
 struct RecordHeader {

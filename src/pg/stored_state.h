@@ -30,32 +30,7 @@ constexpr uint8 kKeysPortable = 1;
 // StateMax<State> (kStateMax, or more for the wide numeric states).
 template <class State>
 void write_state_record(Writer& w, KeyView key, const State& st) {
-  if constexpr (StateMax<State>::value <= kStateMax) {
-    struct TooLarge final : ByteSink {
-      void write(const void*, size_t) override { throw std::length_error("state encoding too large"); }
-    } too_large;
-    uint8_t sbuf[kStateMax];
-    Writer sw(&too_large, sbuf, sizeof sbuf);
-    st.encode(sw);
-    w.varint(key.len);
-    w.varint(sw.buffered());
-    w.bytes(key.data, key.len);
-    w.bytes(sbuf, sw.buffered());
-  } else {  // large states: measure the encoding, then write it in place
-    struct Counter final : ByteSink {
-      size_t n = 0;
-      void write(const void*, size_t len) override { n += len; }
-    } counter;
-    uint8_t cbuf[256];
-    Writer cw(&counter, cbuf, sizeof cbuf);
-    st.encode(cw);
-    cw.flush();
-    if (counter.n > StateMax<State>::value) throw std::length_error("state encoding too large");
-    w.varint(key.len);
-    w.varint(counter.n);
-    w.bytes(key.data, key.len);
-    st.encode(w);
-  }
+  write_record(w, nullptr, key, st);
 }
 
 // Reads a record of a flat state of the given format; the key points into
