@@ -249,3 +249,27 @@ ORDER BY expr;
 
 -- The workers' and the leader's temp files are all gone.
 SELECT count(*) AS leftover_temp_files FROM pg_ls_tmpdir();
+
+-- Keys without a concrete overload (float8, bytea) take the anyelement
+-- aggregates, whose transition type is internal with serial functions
+-- (spillagg_serialize / spillagg_deserialize): a parallel plan, spilled,
+-- per key against GROUP BY.
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SET spillagg.work_mem = 64;
+EXPLAIN (COSTS OFF)
+SELECT count_distinct(ki::float8), count_map(convert_to(kt, 'UTF8')), sum_map(ki::float8, vi) FROM pa;
+SELECT count_distinct(ki::float8) AS cd, count_map(convert_to(kt, 'UTF8')) AS cm, sum_map(ki::float8, vi) AS sm
+FROM pa \gset
+SELECT :cd = (SELECT count(DISTINCT ki::float8) FROM pa) AS cd_same,
+       :'cm'::jsonb = (SELECT jsonb_object_agg(b, c) FROM (SELECT convert_to(kt, 'UTF8') AS b, count(*) AS c
+                                                          FROM pa WHERE kt IS NOT NULL GROUP BY 1) x) AS cm_same,
+       :'sm'::jsonb = (SELECT jsonb_object_agg(f, s) FROM (SELECT ki::float8 AS f, sum(vi) AS s
+                                                          FROM pa GROUP BY 1) x) AS sm_same;
+RESET spillagg.work_mem;
+RESET max_parallel_workers_per_gather;
+RESET min_parallel_table_scan_size;
+RESET parallel_tuple_cost;
+RESET parallel_setup_cost;
