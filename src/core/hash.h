@@ -25,6 +25,20 @@ inline uint64_t load64(const uint8_t* p) {
   return v;
 }
 
+// The first len (<= 8) bytes at p as a zero-padded word: the image of an
+// inline key. The common lengths are single loads, not a memcpy call.
+inline uint64_t load_padded(const uint8_t* p, size_t len) {
+  uint64_t v = 0;
+  switch (len) {
+    case 8: std::memcpy(&v, p, 8); break;
+    case 4: { uint32_t w; std::memcpy(&w, p, 4); v = w; break; }
+    case 2: { uint16_t w; std::memcpy(&w, p, 2); v = w; break; }
+    case 1: v = p[0]; break;
+    default: for (size_t i = 0; i < len; ++i) v |= uint64_t{p[i]} << (8 * i);  // (little-endian)
+  }
+  return v;
+}
+
 // Multiply-fold of two words (the core of wyhash-style hashes).
 inline uint64_t fold_mul(uint64_t a, uint64_t b) {
   __uint128_t r = static_cast<__uint128_t>(a) * b;

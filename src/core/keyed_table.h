@@ -24,6 +24,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "hash.h"
 #include "memory.h"
 
 namespace spillagg {
@@ -101,12 +102,24 @@ class KeyedTable {
   Entry* find_or_insert(uint64_t hash, KeyView key, bool* inserted) {
     if (!slots_) allocate_slots(kMinSlots * sizeof(Entry));
     size_t i = home(hash), probes = 0;
-    for (;; i = next(i), ++probes) {
-      Entry& e = slots_[i];
-      if (e.key_len == kEmpty) break;
-      if (e.hash == hash && equal(e, key)) {
-        *inserted = false;
-        return &e;
+    if (inline_keys_) {  // one word compare per candidate
+      uint64_t image = load_padded(key.data, key.len);
+      for (;; i = next(i), ++probes) {
+        Entry& e = slots_[i];
+        if (e.key_len == kEmpty) break;
+        if (e.hash == hash && e.key_len == key.len && load64(e.key.bytes) == image) {
+          *inserted = false;
+          return &e;
+        }
+      }
+    } else {
+      for (;; i = next(i), ++probes) {
+        Entry& e = slots_[i];
+        if (e.key_len == kEmpty) break;
+        if (e.hash == hash && equal(e, key)) {
+          *inserted = false;
+          return &e;
+        }
       }
     }
     // A long probe means keys arrive in home order (sorted by hash): refuse,
@@ -126,8 +139,8 @@ class KeyedTable {
     }
     Entry& e = slots_[i];
     if (inline_keys_) {
-      std::memset(e.key.bytes, 0, 8);
-      std::memcpy(e.key.bytes, key.data, key.len);
+      uint64_t image = load_padded(key.data, key.len);
+      std::memcpy(e.key.bytes, &image, 8);
     } else {
       uint8_t* copy = count_ > 0 ? arena_.allocate_within(key.len, budget_) : arena_.allocate(key.len);
       if (!copy) return nullptr;

@@ -20,6 +20,7 @@
 #include "keyed_table.h"
 #include "run_store.h"
 
+
 namespace spillagg {
 
 // Called when the table is full, in place of spilling this table: the owner
@@ -185,8 +186,9 @@ class RunReader {
   Record cur_;
 };
 
-// States whose per-row update is exactly a merge of a one-row state, in any
-// order (counts, presence), declare kDeferrable = true.
+// States whose per-row update is exactly a merge of a one-row state (counts,
+// presence, sums, extremes, float moments) declare kDeferrable = true: their
+// rows may be applied later, in the same order (SpillingTable::add_deferred).
 template <class S, class = void>
 struct Deferrable : std::false_type {};
 template <class S>
@@ -194,12 +196,18 @@ struct Deferrable<S, std::void_t<decltype(S::kDeferrable)>> : std::bool_constant
 
 template <class State>
 class SpillingTable {
-  // add_deferred's ring: deep enough to overlap a few cache misses.
-  static constexpr size_t kDeferDepth = Deferrable<State>::value ? 8 : 0;
-
  public:
   static constexpr bool kCanDefer = Deferrable<State>::value;
 
+ private:
+  // add_deferred's batch, how far ahead of the key it inserts the batch
+  // loop prefetches a slot, and the table size from which batching pays
+  // (smaller tables stay in the CPU caches; their states keep no batch).
+  static constexpr size_t kBatch = 64;
+  static constexpr size_t kPrefetchAhead = 16;
+  static constexpr size_t kBatchFromKeys = 256;
+
+ public:
   using Table = KeyedTable<State>;
   using Entry = typename Table::Entry;
   using Record = typename RunReader<State>::Record;
@@ -221,6 +229,7 @@ class SpillingTable {
     stats_ = SpillStats{};
     merge_ = nullptr;
     walking_ = false;
+    deferred_ = nullptr;
     ndeferred_ = next_deferred_ = 0;
     appender_ = nullptr;
     compact_runs_ = 0;
@@ -309,23 +318,26 @@ class SpillingTable {
     appender_ = nullptr;
   }
 
-  // upsert(hash, key).merge(s), later: for inline keys of a kCanDefer State, the key's slot is
-  // prefetched now and the key inserted kDeferDepth calls later, so that the
-  // cache misses of a table larger than the CPU caches overlap instead of
-  // stalling every row. Pending keys are in no run and in no table until
-  // applied; finish() applies them, discard() drops them.
+  // upsert(hash, key).merge(s), later: for inline keys of a kCanDefer
+  // State (whose per-row update is a merge of a one-row state), rows are
+  // gathered into a batch of kBatch and inserted together, in arrival
+  // order, each slot prefetched kPrefetchAhead keys before its insert. One
+  // row per call leaves a single cache miss in flight (the executor's
+  // instructions between two rows fill the CPU's window behind it); the
+  // batch's tight loop overlaps many. Pending rows are in no run and in no
+  // table until applied; finish() applies them, discard() drops them.
   void add_deferred(uint64_t hash, KeyView key, const State& s) {
-    if constexpr (kDeferDepth > 0) {
-      if (!table_.inline_keys()) return void(upsert(hash, key).merge(s));
-      table_.prefetch(hash);
-      Deferred& slot = deferred_[next_deferred_];
-      if (ndeferred_ == kDeferDepth) apply(slot);
-      else ++ndeferred_;
-      slot.hash = hash;
-      std::memcpy(slot.key, key.data, key.len);
-      slot.key_len = key.len;
-      slot.state = s;
-      next_deferred_ = (next_deferred_ + 1) % kDeferDepth;
+    if constexpr (kCanDefer) {
+      if (!deferred_) {
+        if (!table_.inline_keys() || table_.size() < kBatchFromKeys) return void(upsert(hash, key).merge(s));
+        deferred_ = static_cast<Deferred*>(meta_mem_->allocate(kBatch * sizeof(Deferred)));
+      }
+      if (ndeferred_ == kBatch) apply_deferred();  // (resumes, should it have thrown)
+      Deferred& d = deferred_[ndeferred_++];
+      d.hash = hash;
+      std::memcpy(d.key, key.data, key.len);
+      d.key_len = key.len;
+      d.state = s;
     } else {
       upsert(hash, key).merge(s);
     }
@@ -373,7 +385,9 @@ class SpillingTable {
 
   // Frees the table and destroys every run: the state is no longer needed.
   void discard() {
-    ndeferred_ = 0;
+    ndeferred_ = next_deferred_ = 0;
+    if (deferred_) meta_mem_->release(deferred_);
+    deferred_ = nullptr;
     walking_ = false;
     if (appender_) meta_mem_->release(appender_);
     appender_ = nullptr;
@@ -610,14 +624,18 @@ class SpillingTable {
   };
   void apply(const Deferred& d) { upsert(d.hash, KeyView{d.key, d.key_len}).merge(d.state); }
   void apply_deferred() {
-    if constexpr (kDeferDepth > 0) {
-      // Oldest first; each is taken off before it is applied, since
-      // applying may spill (and throw).
-      while (ndeferred_ > 0) {
-        size_t oldest = (next_deferred_ + kDeferDepth - ndeferred_) % kDeferDepth;
-        --ndeferred_;
-        apply(deferred_[oldest]);
+    if constexpr (kCanDefer) {
+      // In arrival order; each is taken off (next_deferred_) before it is
+      // applied, since applying may spill (and throw).
+      size_t n = ndeferred_;
+      for (size_t i = next_deferred_; i < n && i < next_deferred_ + kPrefetchAhead; ++i)
+        table_.prefetch(deferred_[i].hash);
+      while (next_deferred_ < n) {
+        size_t i = next_deferred_++;
+        if (i + kPrefetchAhead < n) table_.prefetch(deferred_[i + kPrefetchAhead].hash);
+        apply(deferred_[i]);
       }
+      ndeferred_ = next_deferred_ = 0;
     }
   }
 
@@ -734,7 +752,7 @@ class SpillingTable {
   size_t walk_pos_;
   size_t compact_runs_;
   uint64_t compact_records_;
-  std::array<Deferred, kDeferDepth> deferred_;
+  Deferred* deferred_;  // kBatch of them, from meta_mem_, once the table is large
   size_t ndeferred_, next_deferred_;
   Appender* appender_;  // between begin_appending() and end_appending()
 

@@ -88,6 +88,7 @@ inline void add_int_sum(int128_a8& a, __int128 b) {
 
 struct IntSum {
   static constexpr uint8_t kTag = 3;
+  static constexpr bool kDeferrable = true;  // add(v) is merge of a one-row state
   int128_a8 sum = 0;
   int64_t n = 0;
 
@@ -126,6 +127,7 @@ inline F float_add(F a, F b) {
 // even if an Infinity came later).
 struct FloatSum {
   static constexpr uint8_t kTag = 4;
+  static constexpr bool kDeferrable = true;
   double sum = 0;
   int64_t n = 0;
   float sum4 = 0;
@@ -180,6 +182,7 @@ inline bool float_less(double a, double b) {
 template <class T, bool kMax>
 struct Extreme {
   static constexpr uint8_t kTag = (std::is_floating_point_v<T> ? 7 : 5) + (kMax ? 1 : 0);
+  static constexpr bool kDeferrable = true;
   T v = 0;
   int64_t n = 0;
 
@@ -215,6 +218,7 @@ struct Extreme {
 // of floats raises where PostgreSQL's does).
 struct FloatMoments {
   static constexpr uint8_t kTag = 9;
+  static constexpr bool kDeferrable = true;
   int64_t n = 0;
   double mean = 0;
   double m2 = 0;

@@ -115,16 +115,9 @@ bool KeyType::equal_blank_padded(void*, KeyView a, KeyView b) {
   return n == blank_trimmed_len(b) && memcmp(a.data + VARHDRSZ, b.data + VARHDRSZ, n) == 0;
 }
 
-uint64 KeyType::hash(KeyView k) {
+uint64 KeyType::hash_other(KeyView k) {
   if (blank_padded) return hash_bytes(k.data + VARHDRSZ, blank_trimmed_len(k));
-  if (bytewise) {
-    if (typbyval) {
-      uint64 v = 0;
-      memcpy(&v, k.data, k.len);
-      return mix64(v);
-    }
-    return hash_bytes(k.data, k.len);
-  }
+  if (bytewise) return hash_bytes(k.data, k.len);
   Datum d = datum_of(k);
   if (hash_extended) return DatumGetUInt64(FunctionCall2Coll(&hash_fn, collation, d, UInt64GetDatum(0)));
   return mix64(DatumGetUInt32(FunctionCall1Coll(&hash_fn, collation, d)));

@@ -17,6 +17,7 @@
 
 #include "postgres_api.h"
 
+#include "hash.h"
 #include "keyed_table.h"
 
 namespace spillagg {
@@ -56,7 +57,7 @@ struct KeyType {
 
   // These call PostgreSQL directly: use them outside run_core.
   KeyView bytes_of(Datum d);  // valid until the next call
-  uint64 hash(KeyView k);
+  uint64 hash(KeyView k) { return inline_keys() ? mix64(load_padded(k.data, k.len)) : hash_other(k); }
   Datum datum_of(KeyView k) const;  // k must be 8-byte aligned
   // The key as a JSON object key: as jsonb_object_agg makes it (true/false,
   // ISO 8601 dates and timestamps), otherwise the type's text output.
@@ -69,6 +70,7 @@ struct KeyType {
   KeyView receive(const uint8* p, uint32 len);
 
  private:
+  uint64 hash_other(KeyView k);  // keys that are not inline
   static bool equal(void* self, KeyView a, KeyView b);  // through pg_call
   static bool equal_blank_padded(void* self, KeyView a, KeyView b);  // no PostgreSQL call
   void init_binary_io();

@@ -424,6 +424,101 @@ TEST(SpillingTable, PresenceCountsDistinct) {
   EXPECT_TRUE(got == expect);
 }
 
+// add_deferred gathers rows of inline keys into batches once the table holds
+// 256 keys: every row counts once, in any batch position, across spills, a
+// repeated finish() and a spill asked for while rows are pending.
+std::vector<std::string> inline_universe(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::string> u;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t v = rng();
+    u.push_back(std::string(reinterpret_cast<const char*>(&v), 1 + i % 8));
+  }
+  std::sort(u.begin(), u.end());
+  u.erase(std::unique(u.begin(), u.end()), u.end());
+  return u;
+}
+
+TEST(SpillingTable, DeferredRowsCountExactlyAcrossBatchesAndSpills) {
+  auto u = inline_universe(5000, 611);
+  // 300 distinct keys first (batching starts at the 257th), then a tail
+  // ending anywhere in a batch.
+  for (size_t tail : {size_t{0}, size_t{63}, size_t{64}, size_t{65}, size_t{30001}}) {
+    Harness<Count> h(64 * 1024, true);
+    Counts expect;
+    std::vector<std::string> stream(u.begin(), u.begin() + 300);
+    auto more = zipf_stream(u, tail, 1.1, 612 + tail);
+    stream.insert(stream.end(), more.begin(), more.end());
+    for (size_t i = 0; i < stream.size(); ++i) {
+      const auto& k = stream[i];
+      Count one;
+      one.add_one();
+      h.t.add_deferred(hash_of(k), kv(k), one);
+      expect[k]++;
+      if (i == stream.size() - 10) h.t.spill();  // rows still pending stay pending
+      ASSERT_LE(h.table_mem.bytes_allocated(), h.budget);
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      h.t.finish();
+      Counts got;
+      uint64_t hash;
+      KeyView k;
+      Count c;
+      while (h.t.next(&hash, &k, &c)) ASSERT_TRUE(got.emplace(str(k), c.n).second);
+      EXPECT_TRUE(got == expect) << tail << " rows after the first 300, pass " << pass;
+    }
+    if (tail == 30001) EXPECT_GT(h.t.stats().spills, 2u);
+  }
+}
+
+// Deferred rows of sums, extremes and float moments give the very bytes the
+// same rows give applied at once (per key, the order is the same).
+template <class State, class Value>
+void expect_deferred_identical(const std::vector<Value>& values) {
+  auto u = inline_universe(3000, 621);
+  auto stream = zipf_stream(u, 40000, 1.0, 622);
+  Harness<State> now(1 << 20, true), later(1 << 20, true);
+  for (size_t i = 0; i < stream.size(); ++i) {
+    const auto& k = stream[i];
+    Value v = values[i % values.size()];
+    now.t.upsert(hash_of(k), kv(k)).add(v);
+    State one{};
+    one.add(v);
+    later.t.add_deferred(hash_of(k), kv(k), one);
+  }
+  auto encoded = [](Harness<State>& h) {
+    std::map<std::string, std::vector<uint8_t>> out;
+    h.t.finish();
+    uint64_t hash;
+    KeyView k;
+    State st;
+    while (h.t.next(&hash, &k, &st)) {
+      VecSink sink;
+      uint8_t buf[64];
+      Writer w(&sink, buf, sizeof buf);
+      st.encode(w);
+      w.flush();
+      out[str(k)] = sink.data;
+    }
+    return out;
+  };
+  // No spill: the float results are then bitwise those of one pass.
+  ASSERT_EQ(now.t.stats().spills, 0u);
+  EXPECT_TRUE(encoded(now) == encoded(later));
+}
+
+TEST(SpillingTable, DeferredSumsExtremesMomentsEqualImmediate) {
+  std::vector<int64_t> ints{1, -7, INT64_MAX, 3, INT64_MIN, 0, 42};
+  std::vector<double> floats{0.1, -0.0, 1e300, 3.25, -1e-300, 7.0 / 3, 1e15, -2.5};
+  expect_deferred_identical<IntSum>(ints);
+  expect_deferred_identical<Extreme<int64_t, false>>(ints);
+  expect_deferred_identical<Extreme<int64_t, true>>(ints);
+  expect_deferred_identical<FloatSum>(floats);
+  expect_deferred_identical<Extreme<double, true>>(floats);
+  std::vector<double> moderate{0.1, -0.0, 1e100, 3.25, -1e-300, 7.0 / 3, 1e15, -2.5};  // M2 stays finite
+  expect_deferred_identical<FloatMoments>(moderate);
+}
+
 TEST(SpillingTable, MergePassCountMatchesFanIn) {
   // Exactly fan_in runs need no pass; fan_in + 1 need one.
   for (size_t nruns : {size_t{1}, size_t{3}, size_t{4}, size_t{5}, size_t{7}, size_t{8}, size_t{13}}) {
