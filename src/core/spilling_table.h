@@ -206,6 +206,8 @@ class SpillingTable {
   static constexpr size_t kBatch = 64;
   static constexpr size_t kPrefetchAhead = 16;
   static constexpr size_t kBatchFromKeys = 256;
+  static constexpr size_t kBatchKeyBytes = 4096;  // the batch's copies of its keys
+  static constexpr size_t kBatchKeyMax = 256;     // longer keys are not batched
 
  public:
   using Table = KeyedTable<State>;
@@ -230,7 +232,7 @@ class SpillingTable {
     merge_ = nullptr;
     walking_ = false;
     deferred_ = nullptr;
-    ndeferred_ = next_deferred_ = 0;
+    ndeferred_ = next_deferred_ = deferred_key_bytes_ = 0;
     appender_ = nullptr;
     compact_runs_ = 0;
     compact_records_ = 0;
@@ -318,26 +320,32 @@ class SpillingTable {
     appender_ = nullptr;
   }
 
-  // upsert(hash, key).merge(s), later: for inline keys of a kCanDefer
-  // State (whose per-row update is a merge of a one-row state), rows are
-  // gathered into a batch of kBatch and inserted together, in arrival
-  // order, each slot prefetched kPrefetchAhead keys before its insert. One
-  // row per call leaves a single cache miss in flight (the executor's
-  // instructions between two rows fill the CPU's window behind it); the
-  // batch's tight loop overlaps many. Pending rows are in no run and in no
-  // table until applied; finish() applies them, discard() drops them.
+  // upsert(hash, key).merge(s), later: for a kCanDefer State (whose per-row
+  // update is a merge of a one-row state), rows are gathered into a batch
+  // of kBatch (keys of up to kBatchKeyMax bytes, copied) and inserted
+  // together, in arrival order, each slot prefetched kPrefetchAhead keys
+  // before its insert. One row per call leaves a single cache miss in
+  // flight (the executor's instructions between two rows fill the CPU's
+  // window behind it); the batch's tight loop overlaps many. Pending rows
+  // are in no run and in no table until applied; finish() applies them,
+  // discard() drops them.
   void add_deferred(uint64_t hash, KeyView key, const State& s) {
     if constexpr (kCanDefer) {
       if (!deferred_) {
-        if (!table_.inline_keys() || table_.size() < kBatchFromKeys) return void(upsert(hash, key).merge(s));
-        deferred_ = static_cast<Deferred*>(meta_mem_->allocate(kBatch * sizeof(Deferred)));
+        if (table_.size() < kBatchFromKeys) return void(upsert(hash, key).merge(s));
+        deferred_ = static_cast<Deferred*>(meta_mem_->allocate(kBatch * sizeof(Deferred) + kBatchKeyBytes));
       }
-      if (ndeferred_ == kBatch) apply_deferred();  // (resumes, should it have thrown)
+      size_t padded = (key.len + size_t{7}) & ~size_t{7};
+      if (ndeferred_ == kBatch || deferred_key_bytes_ + padded > kBatchKeyBytes || key.len > kBatchKeyMax)
+        apply_deferred();  // (also resumes, should an apply have thrown)
+      if (key.len > kBatchKeyMax) return void(upsert(hash, key).merge(s));  // after the rows before it
       Deferred& d = deferred_[ndeferred_++];
       d.hash = hash;
-      std::memcpy(d.key, key.data, key.len);
+      d.key_off = static_cast<uint32_t>(deferred_key_bytes_);
       d.key_len = key.len;
       d.state = s;
+      std::memcpy(deferred_keys() + deferred_key_bytes_, key.data, key.len);
+      deferred_key_bytes_ += padded;
     } else {
       upsert(hash, key).merge(s);
     }
@@ -385,7 +393,7 @@ class SpillingTable {
 
   // Frees the table and destroys every run: the state is no longer needed.
   void discard() {
-    ndeferred_ = next_deferred_ = 0;
+    ndeferred_ = next_deferred_ = deferred_key_bytes_ = 0;
     if (deferred_) meta_mem_->release(deferred_);
     deferred_ = nullptr;
     walking_ = false;
@@ -584,17 +592,22 @@ class SpillingTable {
       for (; i > 0 && item.hash < heap_[(i - 1) / 2].hash; i = (i - 1) / 2) heap_[i] = heap_[(i - 1) / 2];
       heap_[i] = item;
     }
+    // Bottom-up (Floyd's): the hole at the root goes down to a leaf along
+    // the smaller children (a select, not a branch), then the item rises
+    // from there, usually not far. The re-keyed reader's next hash is
+    // random among the others, so the textbook loop's early-exit branch
+    // mispredicts at every level.
     void sift_down() {
       if (nheap_ == 0) return;
       HeapItem item = heap_[0];
       size_t i = 0;
-      for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= nheap_) break;
-        if (c + 1 < nheap_ && heap_[c + 1].hash < heap_[c].hash) ++c;
-        if (heap_[c].hash >= item.hash) break;
+      for (size_t c; (c = 2 * i + 1) < nheap_; i = c) {
+        if (c + 1 < nheap_) c += heap_[c + 1].hash < heap_[c].hash;
         heap_[i] = heap_[c];
-        i = c;
+      }
+      while (i > 0 && item.hash < heap_[(i - 1) / 2].hash) {
+        heap_[i] = heap_[(i - 1) / 2];
+        i = (i - 1) / 2;
       }
       heap_[i] = item;
     }
@@ -618,11 +631,14 @@ class SpillingTable {
 
   struct Deferred {
     uint64_t hash;
-    uint8_t key[8];
+    uint32_t key_off;  // in the batch's key bytes (8-aligned, as the group keys of a merge)
     uint32_t key_len;
     State state;
   };
-  void apply(const Deferred& d) { upsert(d.hash, KeyView{d.key, d.key_len}).merge(d.state); }
+  void apply(const Deferred& d) {
+    upsert(d.hash, KeyView{deferred_keys() + d.key_off, d.key_len}).merge(d.state);
+  }
+  uint8_t* deferred_keys() { return reinterpret_cast<uint8_t*>(deferred_ + kBatch); }
   void apply_deferred() {
     if constexpr (kCanDefer) {
       // In arrival order; each is taken off (next_deferred_) before it is
@@ -636,6 +652,7 @@ class SpillingTable {
         apply(deferred_[i]);
       }
       ndeferred_ = next_deferred_ = 0;
+      deferred_key_bytes_ = 0;
     }
   }
 
@@ -752,8 +769,8 @@ class SpillingTable {
   size_t walk_pos_;
   size_t compact_runs_;
   uint64_t compact_records_;
-  Deferred* deferred_;  // kBatch of them, from meta_mem_, once the table is large
-  size_t ndeferred_, next_deferred_;
+  Deferred* deferred_;  // kBatch of them and kBatchKeyBytes, from meta_mem_, once the table is large
+  size_t ndeferred_, next_deferred_, deferred_key_bytes_;
   Appender* appender_;  // between begin_appending() and end_appending()
 
 

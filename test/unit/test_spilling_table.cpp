@@ -439,12 +439,11 @@ std::vector<std::string> inline_universe(size_t n, uint64_t seed) {
   return u;
 }
 
-TEST(SpillingTable, DeferredRowsCountExactlyAcrossBatchesAndSpills) {
-  auto u = inline_universe(5000, 611);
+void deferred_rows_count_exactly(bool inline_keys, const std::vector<std::string>& u, size_t budget) {
   // 300 distinct keys first (batching starts at the 257th), then a tail
   // ending anywhere in a batch.
   for (size_t tail : {size_t{0}, size_t{63}, size_t{64}, size_t{65}, size_t{30001}}) {
-    Harness<Count> h(64 * 1024, true);
+    Harness<Count> h(budget, inline_keys);
     Counts expect;
     std::vector<std::string> stream(u.begin(), u.begin() + 300);
     auto more = zipf_stream(u, tail, 1.1, 612 + tail);
@@ -469,6 +468,15 @@ TEST(SpillingTable, DeferredRowsCountExactlyAcrossBatchesAndSpills) {
     }
     if (tail == 30001) EXPECT_GT(h.t.stats().spills, 2u);
   }
+}
+
+TEST(SpillingTable, DeferredRowsCountExactlyAcrossBatchesAndSpills) {
+  deferred_rows_count_exactly(true, inline_universe(5000, 611), 64 * 1024);
+  // Keys of 0..400 bytes: some fill the batch's key bytes early, some
+  // (over 256 bytes) are never batched and go in after the rows before them.
+  auto u = make_universe(5000, 400, 613);
+  std::shuffle(u.begin(), u.end(), std::mt19937_64(614));
+  deferred_rows_count_exactly(false, u, 512 * 1024);
 }
 
 // Deferred rows of sums, extremes and float moments give the very bytes the
