@@ -201,13 +201,16 @@ class SpillingTable {
 
  private:
   // add_deferred's batch, how far ahead of the key it inserts the batch
-  // loop prefetches a slot, and the table size from which batching pays
-  // (smaller tables stay in the CPU caches; their states keep no batch).
+  // loop prefetches a slot, and the table size from which batching pays:
+  // smaller tables stay in the CPU caches, and their states (thousands in a
+  // GROUP BY) keep no batch. The batch (~3-7 kB) is outside the budget; a
+  // state has one only once its table held 16k keys (>= 384 kB of budget).
   static constexpr size_t kBatch = 64;
   static constexpr size_t kPrefetchAhead = 16;
-  static constexpr size_t kBatchFromKeys = 256;
+  static constexpr size_t kBatchFromKeys = 16384;
   static constexpr size_t kBatchKeyBytes = 4096;  // the batch's copies of its keys
   static constexpr size_t kBatchKeyMax = 256;     // longer keys are not batched
+  static_assert(kBatch < UINT16_MAX && kBatchKeyBytes < UINT16_MAX);
 
  public:
   using Table = KeyedTable<State>;
@@ -341,11 +344,11 @@ class SpillingTable {
       if (key.len > kBatchKeyMax) return void(upsert(hash, key).merge(s));  // after the rows before it
       Deferred& d = deferred_[ndeferred_++];
       d.hash = hash;
-      d.key_off = static_cast<uint32_t>(deferred_key_bytes_);
+      d.key_off = deferred_key_bytes_;
       d.key_len = key.len;
       d.state = s;
       std::memcpy(deferred_keys() + deferred_key_bytes_, key.data, key.len);
-      deferred_key_bytes_ += padded;
+      deferred_key_bytes_ = static_cast<uint16_t>(deferred_key_bytes_ + padded);
     } else {
       upsert(hash, key).merge(s);
     }
@@ -770,7 +773,9 @@ class SpillingTable {
   size_t compact_runs_;
   uint64_t compact_records_;
   Deferred* deferred_;  // kBatch of them and kBatchKeyBytes, from meta_mem_, once the table is large
-  size_t ndeferred_, next_deferred_, deferred_key_bytes_;
+  // (16-bit: every state carries these, and thousands of GROUP BY states
+  // must stay within their allocation size class)
+  uint16_t ndeferred_, next_deferred_, deferred_key_bytes_;
   Appender* appender_;  // between begin_appending() and end_appending()
 
 

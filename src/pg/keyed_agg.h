@@ -257,4 +257,14 @@ struct KeyedAgg : KeyedAggHeader {
   friend struct KeyedAgg;
 };
 
+// A GROUP BY may hold thousands of states: each stays within palloc's
+// 512-byte size class (a chunk of 513 bytes would take 1 kB).
+static_assert(sizeof(KeyedAgg<Presence>) <= 512 && sizeof(KeyedAgg<Count>) <= 512 &&
+                  sizeof(KeyedAgg<IntSum>) <= 512 && sizeof(KeyedAgg<FloatSum>) <= 512 &&
+                  sizeof(KeyedAgg<FloatMoments>) <= 512 && sizeof(KeyedAgg<IntMoments>) <= 512 &&
+                  sizeof(KeyedAgg<Extreme<double, true>>) <= 512 &&
+                  sizeof(KeyedAgg<NumericSumT<kNumericRungWords[0]>>) <= 512 &&
+                  sizeof(KeyedAgg<NumericMomentsT<kNumericRungWords[0]>>) <= 512,
+              "a state's header outgrew its allocation size class");
+
 }  // namespace spillagg
