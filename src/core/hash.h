@@ -39,6 +39,9 @@ inline uint64_t load_padded(const uint8_t* p, size_t len) {
   return v;
 }
 
+// The hash of an inline key (at most 8 bytes, bytewise equality).
+inline uint64_t inline_key_hash(const uint8_t* p, size_t len) { return mix64(load_padded(p, len)); }
+
 // Multiply-fold of two words (the core of wyhash-style hashes).
 inline uint64_t fold_mul(uint64_t a, uint64_t b) {
   __uint128_t r = static_cast<__uint128_t>(a) * b;

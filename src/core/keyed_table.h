@@ -34,6 +34,10 @@ struct KeyView {
   uint32_t len;
 };
 
+// The hash of a key from its bytes (SpillingTable: runs of a table whose
+// owner gives one leave the hash out).
+using Rehash = uint64_t (*)(KeyView key);
+
 // Equality for keys whose type defines it differently from byte equality.
 struct KeyEquality {
   bool (*equal)(void* ctx, KeyView a, KeyView b);

@@ -5,7 +5,10 @@
 // merge of the runs whose memory is bounded by the budget (runs beyond the
 // fan-in are first merged in intermediate passes, as external sorts do).
 //
-// Run record: varint key_len | varint state_len | u64 hash | key | state.
+// Run record: varint key_len | varint state_len | u64 hash | key | state; a
+// table whose owner can recompute a key's hash from its bytes (Rehash:
+// inline keys) leaves the hash out, which more than halves the records of
+// small keys and states.
 #pragma once
 
 #include <algorithm>
@@ -99,20 +102,22 @@ struct RecordHeader {
   uint64_t hash;
 };
 
-inline RecordHeader read_record_header(Reader& r, size_t state_max = kStateMax) {
+// (hash is 0 when the record has none)
+inline RecordHeader read_record_header(Reader& r, size_t state_max = kStateMax, bool with_hash = true) {
   uint64_t key_len = r.varint();
   uint64_t state_len = r.varint();
   if (key_len > UINT32_MAX || state_len > state_max) throw CorruptData("bad record header");
   return RecordHeader{static_cast<uint32_t>(key_len), static_cast<uint32_t>(state_len),
-                      r.fixed<uint64_t>()};
+                      with_hash ? r.fixed<uint64_t>() : 0};
 }
 
-// Reads one whole record from memory; the key points into r's bytes.
+// Reads one whole record from memory; the key points into r's bytes. With
+// rehash, the record has no hash and rehash(key) gives it.
 template <class State>
-void read_run_record(Reader& r, uint64_t* hash, KeyView* key, State* st) {
-  RecordHeader h = read_record_header(r, StateMax<State>::value);
-  *hash = h.hash;
+void read_run_record(Reader& r, uint64_t* hash, KeyView* key, State* st, Rehash rehash = nullptr) {
+  RecordHeader h = read_record_header(r, StateMax<State>::value, rehash == nullptr);
   *key = KeyView{r.take(h.key_len), h.key_len};
+  *hash = rehash ? rehash(*key) : h.hash;
   Reader s(r.take(h.state_len), h.state_len);
   *st = State::decode(s);
   if (s.remaining() != 0) throw CorruptData("bad state in record");
@@ -128,7 +133,8 @@ class RunReader {
     State state;
   };
 
-  void init(RunStore* store, RunStore::Run run, uint64_t records, MemorySource* mem) {
+  void init(RunStore* store, RunStore::Run run, uint64_t records, MemorySource* mem, Rehash rehash) {
+    rehash_ = rehash;
     store_ = store;
     run_ = run;
     left_ = records;
@@ -143,11 +149,11 @@ class RunReader {
     --left_;
     ensure(kRecordHeaderMax);
     Reader h(buf_ + pos_, len_ - pos_);
-    RecordHeader head = read_record_header(h, StateMax<State>::value);
+    RecordHeader head = read_record_header(h, StateMax<State>::value, rehash_ == nullptr);
     size_t total = static_cast<size_t>(h.position() - (buf_ + pos_)) + head.key_len + head.state_len;
     if (ensure(total) < total) throw CorruptData("spill run truncated");
     Reader rec(buf_ + pos_, total);
-    read_run_record(rec, &cur_.hash, &cur_.key, &cur_.state);
+    read_run_record(rec, &cur_.hash, &cur_.key, &cur_.state, rehash_);
     pos_ += total;
     return true;
   }
@@ -177,6 +183,7 @@ class RunReader {
     return std::min(n, len_);
   }
 
+  Rehash rehash_;
   RunStore* store_;
   RunStore::Run run_;
   uint64_t left_;
@@ -219,8 +226,11 @@ class SpillingTable {
 
   // table_mem is reset whenever the table spills; meta_mem holds the run list
   // and lives as long as this object.
+  // rehash: how the owner hashes a key, if the hash can be recomputed from
+  // the key's bytes; the runs then leave it out (see the record format).
   void init(MemorySource* table_mem, MemorySource* meta_mem, RunStore* store, size_t budget,
-            bool inline_keys, KeyEquality eq) {
+            bool inline_keys, KeyEquality eq, Rehash rehash = nullptr) {
+    rehash_ = rehash;
     table_mem_ = table_mem;
     meta_mem_ = meta_mem;
     store_ = store;
@@ -308,7 +318,7 @@ class SpillingTable {
       a.open = true;
       a.runs++;
     }
-    write_run_record(a.w, hash, key, st);
+    write_record(a.w, rehash_ ? nullptr : &hash, key, st);
     runs_[a.index].records++;
     a.last_hash = hash;
     if ((runs_[a.index].records & 4095) == 0) store_->check_interrupts();
@@ -366,7 +376,7 @@ class SpillingTable {
     uint8_t buf[kIoChunk];
     Writer w(&sink, buf, sizeof buf);
     for (size_t i = 0; i < n; ++i) {
-      write_run_record(w, es[i].hash, table_.key_of(es[i]), es[i].state);
+      write_record(w, rehash_ ? nullptr : &es[i].hash, table_.key_of(es[i]), es[i].state);
       if ((i & 4095) == 4095) store_->check_interrupts();
     }
     w.flush();
@@ -505,7 +515,7 @@ class SpillingTable {
       heap_ = static_cast<HeapItem*>(mem->allocate(k * sizeof(HeapItem)));
       nheap_ = 0;
       for (size_t i = 0; i < k; ++i) {
-        readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem);
+        readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem, t->rehash_);
         if (readers_[i].next()) push(HeapItem{readers_[i].current().hash, static_cast<uint32_t>(i)});
       }
       group_cap_ = sizeof(State) > 4096 ? 2 : 16;  // wide numeric states: 60 kB each
@@ -701,7 +711,7 @@ class SpillingTable {
       KeyView key;
       State st;
       while (merge_->next(&hash, &key, &st)) {
-        write_run_record(w, hash, key, st);
+        write_record(w, rehash_ ? nullptr : &hash, key, st);
         ++n;
       }
       w.flush();
@@ -757,6 +767,7 @@ class SpillingTable {
     a.open = false;
   }
 
+  Rehash rehash_;
   MemorySource* table_mem_;
   MemorySource* meta_mem_;
   RunStore* store_;

@@ -57,7 +57,10 @@ struct KeyType {
 
   // These call PostgreSQL directly: use them outside run_core.
   KeyView bytes_of(Datum d);  // valid until the next call
-  uint64 hash(KeyView k) { return inline_keys() ? mix64(load_padded(k.data, k.len)) : hash_other(k); }
+  uint64 hash(KeyView k) { return inline_keys() ? inline_key_hash(k.data, k.len) : hash_other(k); }
+  // For a table of this type's keys: the hash from the key's bytes, if
+  // that needs no PostgreSQL call (SpillingTable then leaves it out of runs).
+  Rehash rehash() const { return inline_keys() ? &hash_inline : nullptr; }
   Datum datum_of(KeyView k) const;  // k must be 8-byte aligned
   // The key as a JSON object key: as jsonb_object_agg makes it (true/false,
   // ISO 8601 dates and timestamps), otherwise the type's text output.
@@ -71,6 +74,7 @@ struct KeyType {
 
  private:
   uint64 hash_other(KeyView k);  // keys that are not inline
+  static uint64 hash_inline(KeyView k) { return inline_key_hash(k.data, k.len); }
   static bool equal(void* self, KeyView a, KeyView b);  // through pg_call
   static bool equal_blank_padded(void* self, KeyView a, KeyView b);  // no PostgreSQL call
   void init_binary_io();

@@ -226,7 +226,8 @@ struct KeyedAgg : KeyedAggHeader {
     candidate = SpillCandidate{nullptr, nullptr, this, &spill_now, 0};
     table_mem.init(qb, &candidate, aggcxt);
     meta_mem.init(aggcxt);
-    table.init(&table_mem, &meta_mem, &qb->spill_file, qb->limit, key->inline_keys(), key->equality());
+    table.init(&table_mem, &meta_mem, &qb->spill_file, qb->limit, key->inline_keys(), key->equality(),
+               key->rehash());
     table.set_room_maker(RoomMaker{make_room_for_query, qb});
     table.set_compaction(kCompactRuns, kCompactRecords);
     qb->add_state(&candidate);
