@@ -466,7 +466,9 @@ void deferred_rows_count_exactly(bool inline_keys, const std::vector<std::string
       while (h.t.next(&hash, &k, &c)) ASSERT_TRUE(got.emplace(str(k), c.n).second);
       EXPECT_TRUE(got == expect) << tail << " rows after the first 17,000, pass " << pass;
     }
-    if (tail == 30001) EXPECT_GT(h.t.stats().spills, 1u);  // (one is the explicit spill)
+    if (tail == 30001) {
+      EXPECT_GT(h.t.stats().spills, 1u);  // (one is the explicit spill)
+    }
   }
 }
 
