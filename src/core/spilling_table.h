@@ -133,8 +133,11 @@ class RunReader {
     State state;
   };
 
-  void init(RunStore* store, RunStore::Run run, uint64_t records, MemorySource* mem, Rehash rehash) {
+  // key_max: the longest key the table holds (8 for inline keys).
+  void init(RunStore* store, RunStore::Run run, uint64_t records, MemorySource* mem, Rehash rehash,
+            uint32_t key_max) {
     rehash_ = rehash;
+    key_max_ = key_max;
     store_ = store;
     run_ = run;
     left_ = records;
@@ -150,6 +153,7 @@ class RunReader {
     ensure(kRecordHeaderMax);
     Reader h(buf_ + pos_, len_ - pos_);
     RecordHeader head = read_record_header(h, StateMax<State>::value, rehash_ == nullptr);
+    if (head.key_len > key_max_) throw CorruptData("bad key length in spill run");
     size_t total = static_cast<size_t>(h.position() - (buf_ + pos_)) + head.key_len + head.state_len;
     if (ensure(total) < total) throw CorruptData("spill run truncated");
     Reader rec(buf_ + pos_, total);
@@ -184,6 +188,7 @@ class RunReader {
   }
 
   Rehash rehash_;
+  uint32_t key_max_;
   RunStore* store_;
   RunStore::Run run_;
   uint64_t left_;
@@ -515,7 +520,8 @@ class SpillingTable {
       heap_ = static_cast<HeapItem*>(mem->allocate(k * sizeof(HeapItem)));
       nheap_ = 0;
       for (size_t i = 0; i < k; ++i) {
-        readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem, t->rehash_);
+        readers_[i].init(t->store_, t->runs_[first + i].run, t->runs_[first + i].records, mem, t->rehash_,
+                         t->table_.inline_keys() ? 8 : UINT32_MAX);
         if (readers_[i].next()) push(HeapItem{readers_[i].current().hash, static_cast<uint32_t>(i)});
       }
       group_cap_ = sizeof(State) > 4096 ? 2 : 16;  // wide numeric states: 60 kB each

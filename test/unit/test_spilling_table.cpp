@@ -1145,6 +1145,40 @@ TEST(SpillingTableCorruption, BadHeaderFieldsThrowCorruptData) {
   EXPECT_EQ(run_corrupted(4096, 30, 2, [](auto& runs) { runs[0]->insert(runs[0]->end(), 100, 0xEE); }), "");
 }
 
+// A run of an inline-key table whose record claims a 9-byte key (hash left
+// out, so the record is otherwise well formed) is corrupt: no inline key is
+// longer than 8 bytes, and the key would reach 8-byte copies downstream.
+TEST(SpillingTableCorruption, OverlongInlineKeyThrowsCorruptData) {
+  Rehash rehash = [](KeyView k) { return inline_key_hash(k.data, k.len); };
+  for (bool corrupt : {false, true}) {
+    Harness<Count> h(4096, true, kBytewise, rehash);
+    for (int r = 0; r < 2; ++r) {
+      for (uint32_t i = 0; i < 50; ++i) {
+        uint32_t v = i * 7 + r;
+        h.t.upsert(inline_key_hash(reinterpret_cast<const uint8_t*>(&v), 4),
+                   KeyView{reinterpret_cast<const uint8_t*>(&v), 4}).add_one();
+      }
+      h.t.spill();
+    }
+    auto& d = h.store.live_runs()[0]->data;
+    ASSERT_EQ(d[0], 4);  // record 0: key_len 4, state_len 1, key, count
+    if (corrupt) {
+      d[0] = 9;
+      d.insert(d.begin() + 2, 5, uint8_t{0});
+    }
+    uint64_t hash;
+    KeyView k;
+    Count c;
+    auto drain = [&] {
+      h.t.finish();
+      while (h.t.next(&hash, &k, &c)) {
+      }
+    };
+    if (corrupt) EXPECT_THROW(drain(), CorruptData);
+    else EXPECT_NO_THROW(drain());
+  }
+}
+
 // ================================================= shared budget: RoomMaker
 
 namespace {
