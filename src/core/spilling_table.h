@@ -23,7 +23,6 @@
 #include "keyed_table.h"
 #include "run_store.h"
 
-
 namespace spillagg {
 
 // Called when the table is full, in place of spilling this table: the owner
@@ -323,7 +322,7 @@ class SpillingTable {
       a.open = true;
       a.runs++;
     }
-    write_record(a.w, rehash_ ? nullptr : &hash, key, st);
+    write_run(a.w, hash, key, st);
     runs_[a.index].records++;
     a.last_hash = hash;
     if ((runs_[a.index].records & 4095) == 0) store_->check_interrupts();
@@ -381,7 +380,7 @@ class SpillingTable {
     uint8_t buf[kIoChunk];
     Writer w(&sink, buf, sizeof buf);
     for (size_t i = 0; i < n; ++i) {
-      write_record(w, rehash_ ? nullptr : &es[i].hash, table_.key_of(es[i]), es[i].state);
+      write_run(w, es[i].hash, table_.key_of(es[i]), es[i].state);
       if ((i & 4095) == 4095) store_->check_interrupts();
     }
     w.flush();
@@ -606,8 +605,9 @@ class SpillingTable {
     }
 
     // heap_[0] holds the reader whose current record has the smallest hash.
-    void push(HeapItem item) {
-      size_t i = nheap_++;
+    void push(HeapItem item) { sift_up(nheap_++, item); }
+    // Puts item at hole i or above it.
+    void sift_up(size_t i, HeapItem item) {
       for (; i > 0 && item.hash < heap_[(i - 1) / 2].hash; i = (i - 1) / 2) heap_[i] = heap_[(i - 1) / 2];
       heap_[i] = item;
     }
@@ -624,11 +624,7 @@ class SpillingTable {
         if (c + 1 < nheap_) c += heap_[c + 1].hash < heap_[c].hash;
         heap_[i] = heap_[c];
       }
-      while (i > 0 && item.hash < heap_[(i - 1) / 2].hash) {
-        heap_[i] = heap_[(i - 1) / 2];
-        i = (i - 1) / 2;
-      }
-      heap_[i] = item;
+      sift_up(i, item);
     }
 
     SpillingTable* t_;
@@ -654,6 +650,11 @@ class SpillingTable {
     uint32_t key_len;
     State state;
   };
+  // A record of one of this table's runs (without the hash if rehash_ gives it).
+  void write_run(Writer& w, uint64_t hash, KeyView key, const State& st) {
+    write_record(w, rehash_ ? nullptr : &hash, key, st);
+  }
+
   void apply(const Deferred& d) {
     upsert(d.hash, KeyView{deferred_keys() + d.key_off, d.key_len}).merge(d.state);
   }
@@ -717,7 +718,7 @@ class SpillingTable {
       KeyView key;
       State st;
       while (merge_->next(&hash, &key, &st)) {
-        write_record(w, rehash_ ? nullptr : &hash, key, st);
+        write_run(w, hash, key, st);
         ++n;
       }
       w.flush();

@@ -57,7 +57,7 @@ struct KeyType {
 
   // These call PostgreSQL directly: use them outside run_core.
   KeyView bytes_of(Datum d);  // valid until the next call
-  uint64 hash(KeyView k) { return inline_keys() ? inline_key_hash(k.data, k.len) : hash_other(k); }
+  uint64 hash(KeyView k) { return inline_keys() ? hash_inline(k) : hash_other(k); }
   // For a table of this type's keys: the hash from the key's bytes, if
   // that needs no PostgreSQL call (SpillingTable then leaves it out of runs).
   Rehash rehash() const { return inline_keys() ? &hash_inline : nullptr; }
