@@ -229,5 +229,62 @@ RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
 SET max_parallel_workers_per_gather = 0;
+-- Batched inserts: a table holding 16k+ keys gathers rows 64 at a time
+-- before inserting them (longer keys copied into the batch). At 4MB a
+-- table holds ~49k int keys (a 2MB block), so 120k keys spill while
+-- batched; per key against GROUP BY, serially and in a spilled parallel plan.
+SET spillagg.work_mem = '4MB';
+SELECT setseed(0.4321);
+CREATE TABLE sp_batch AS
+SELECT floor(random() * 120000)::int AS k,
+       'batch-key-' || floor(random() * 80000) AS t,
+       CASE WHEN random() < 0.02 THEN NULL ELSE floor(random() * 2001 - 1000)::int END AS v,
+       CASE WHEN random() < 0.02 THEN NULL ELSE random() * 100 END AS f
+FROM generate_series(1, 300000);
+ANALYZE sp_batch;
+CREATE TABLE sp_batch_native AS
+SELECT (SELECT count(DISTINCT k) FROM sp_batch) AS cd_k,
+       (SELECT count(DISTINCT t) FROM sp_batch) AS cd_t,
+       (SELECT jsonb_object_agg(k, c) FROM (SELECT k, count(*) c FROM sp_batch GROUP BY k) x) AS m_k,
+       (SELECT jsonb_object_agg(t, c) FROM (SELECT t, count(*) c FROM sp_batch GROUP BY t) x) AS m_t,
+       (SELECT jsonb_object_agg(k, s) FROM (SELECT k, sum(v) s FROM sp_batch GROUP BY k) x) AS s_k,
+       (SELECT jsonb_object_agg(t, m) FROM (SELECT t, min(v) m FROM sp_batch GROUP BY t) x) AS min_t,
+       (SELECT jsonb_object_agg(k, m) FROM (SELECT k, max(f) m FROM sp_batch GROUP BY k) x) AS max_k;
+SELECT spills AS s0 FROM spillagg_stats() \gset
+SELECT count_distinct(k) = (SELECT cd_k FROM sp_batch_native) AS cd_k_ok,
+       count_distinct(t) = (SELECT cd_t FROM sp_batch_native) AS cd_t_ok,
+       count_map(k) = (SELECT m_k FROM sp_batch_native) AS m_k_ok,
+       count_map(t) = (SELECT m_t FROM sp_batch_native) AS m_t_ok,
+       sum_map(k, v) = (SELECT s_k FROM sp_batch_native) AS s_k_ok,
+       min_map(t, v) = (SELECT min_t FROM sp_batch_native) AS min_t_ok,
+       max_map(k, f) = (SELECT max_k FROM sp_batch_native) AS max_k_ok
+FROM sp_batch;
+SELECT spills > :s0 AS spilled FROM spillagg_stats();
+-- float variance and avg, per key within 1e-9 relative
+SELECT count(*) AS keys,
+       count(*) FILTER (WHERE a.key IS NULL OR b.key IS NULL
+                        OR (a.value #>> '{}') IS NULL <> (b.var IS NULL)
+                        OR abs((a.value #>> '{}')::float8 - b.var) > 1e-9 * greatest(1, abs(b.var))) AS off
+FROM jsonb_each((SELECT variance_map(k, f) FROM sp_batch)) a
+FULL JOIN (SELECT k::text AS key, variance(f) AS var FROM sp_batch GROUP BY k) b USING (key);
+SELECT count(*) AS keys,
+       count(*) FILTER (WHERE a.key IS NULL OR b.key IS NULL
+                        OR (a.value #>> '{}') IS NULL <> (b.av IS NULL)
+                        OR abs((a.value #>> '{}')::float8 - b.av) > 1e-9 * greatest(1, abs(b.av))) AS off
+FROM jsonb_each((SELECT avg_map(t, f) FROM sp_batch)) a
+FULL JOIN (SELECT t AS key, avg(f) AS av FROM sp_batch GROUP BY t) b USING (key);
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SELECT count_distinct(k) = (SELECT cd_k FROM sp_batch_native) AS cd_k_ok,
+       count_map(t) = (SELECT m_t FROM sp_batch_native) AS m_t_ok,
+       sum_map(k, v) = (SELECT s_k FROM sp_batch_native) AS s_k_ok
+FROM sp_batch;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+SET max_parallel_workers_per_gather = 0;
+DROP TABLE sp_batch, sp_batch_native;
 RESET spillagg.work_mem;
 SELECT count(*) AS leftover_temp_files FROM pg_ls_tmpdir();
