@@ -8,7 +8,7 @@ DATA_built = sql/spillagg--0.2.sql sql/spillagg--0.1--0.2.sql
 OBJS       = src/core/states.o src/core/decimal.o src/pg/module.o src/pg/key_type.o src/pg/temp_file_store.o \
              src/pg/count_aggs.o src/pg/map_aggs.o src/pg/top_k.o \
              src/pg/partial_states.o src/pg/query_budget.o \
-             src/pg/stored_state.o src/pg/expanded_state.o
+             src/pg/stored_state.o src/pg/expanded_state.o src/pg/parallel_exchange.o
 HEADERS    = $(wildcard src/core/*.h src/pg/*.h)
 
 REGRESS      = count_distinct count_map keys spill family parallel two_step plan_shapes key_shapes security parity

@@ -440,6 +440,12 @@ class SpillingTable {
 
   size_t size_in_memory() const { return table_.size(); }
   size_t run_count() const { return nruns_; }
+  // Records in memory and in runs: at least the number of distinct keys.
+  uint64_t records() const {
+    uint64_t n = table_.size();
+    for (size_t i = 0; i < nruns_; ++i) n += runs_[i].records;
+    return n;
+  }
   bool spilled() const { return nruns_ > 0; }
   const SpillStats& stats() const { return stats_; }
   Table& table() { return table_; }

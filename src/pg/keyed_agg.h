@@ -18,6 +18,7 @@
 #include "boundary.h"
 #include "expanded_state.h"
 #include "key_type.h"
+#include "parallel_exchange.h"
 #include "pg_memory.h"
 #include "query_budget.h"
 #include "spilling_table.h"
@@ -55,6 +56,9 @@ struct KeyedAggHeader {
   // `link` is the state that now holds its keys (nullptr: itself). Every
   // reader goes through widest(); the shell's shutdown callback discards it.
   bool took_over;
+  // A Partial Aggregate's state in a parallel worker: flattened, a large one
+  // goes to its leader through a file (parallel_exchange.h).
+  bool exchange;
   // A live state's expanded-object header (expanded_state.h). Inside the
   // state, so it costs no allocation of its own (the 64 bytes of this
   // header and `link` keep every KeyedAgg within the allocation size class it had).
@@ -141,6 +145,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->limit = limit;
     s->state_tag = State::kTag;
     s->serialized = false;
+    s->exchange = exchange_wanted(fcinfo);
     attach_object(fcinfo, s, aggcxt);
     s->took_over = false;
     s->link = nullptr;
@@ -168,6 +173,7 @@ struct KeyedAgg : KeyedAggHeader {
     s->limit = from->limit;
     s->state_tag = State::kTag;
     s->serialized = false;
+    s->exchange = from->exchange;
     KeyedAggHeader* shell = shell_of(from);  // the object stays the one nodeAgg holds
     s->took_over = true;
     s->link = shell;

@@ -4,6 +4,7 @@
 
 #include "backend_stats.h"
 #include "keyed_agg.h"
+#include "parallel_exchange.h"
 
 extern "C" {
 #if PG_VERSION_NUM >= 180000
@@ -41,6 +42,7 @@ void _PG_init(void) {
       "-1 means work_mem * hash_mem_multiplier.", &spillagg::work_mem_kb, -1, -1, MAX_KILOBYTES,
       PGC_USERSET, GUC_UNIT_KB, spillagg::check_work_mem, nullptr, nullptr);
   MarkGUCPrefixReserved("spillagg");
+  spillagg::exchange_init();
 }
 
 SPILLAGG_FUNCTION(spillagg_stats) {

@@ -7,6 +7,7 @@
 // partial state being read.
 #include "postgres_api.h"
 
+#include "parallel_exchange.h"
 #include "stored_state.h"
 
 using namespace spillagg;
@@ -42,13 +43,19 @@ class StringInfoSink final : public ByteSink {
 constexpr size_t kAppendAsRunsBytes = 256 * 1024;
 constexpr size_t kSortBeforeFlattening = 32 * 1024;
 constexpr size_t kAppendedRunsMax = 4;
+// A parallel worker's partial state with at least this many records goes
+// to its leader through a file (parallel_exchange.h); smaller ones (many
+// groups' states, each small) travel in the tuple as before.
+constexpr uint64 kExchangeFromRecords = 16 * 1024;
 
 template <class State>
 bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
+  bool to_file = false;  // a parallel worker's large partial state: through a file
   if (!h->serialized) {
     auto* a = static_cast<KeyedAgg<State>*>(h);
     if (!a->table.spilled() && a->table.size_in_memory() >= kSortBeforeFlattening)
       run_core([&] { a->table.spill(); });
+    to_file = h->exchange && a->table.records() >= kExchangeFromRecords;
   }
   StringInfoData buf;
   initStringInfo(&buf);
@@ -56,6 +63,8 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
   KeyStream<State> keys(fcinfo, h, "spillagg_serialize");
   MemoryContext cxt = CurrentMemoryContext;
   StringInfoSink sink(&buf, cxt);
+  ExchangeWriter file;
+  if (to_file) file.open();
   uint8_t wbuf[kIoChunk];
   Writer w(&sink, wbuf, sizeof wbuf);
   run_core([&] {
@@ -66,8 +75,10 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
     w.fixed<uint32>(keys.key->collation);
     w.fixed<uint32>(h->value_type);
     w.fixed<int32>(h->limit);
-    w.fixed<uint8>(kKeysPortable);
+    w.fixed<uint8>(to_file ? kKeysExchange : kKeysPortable);
+    w.flush();
   });
+  Writer records(to_file ? static_cast<ByteSink*>(&file) : &sink, wbuf, sizeof wbuf);
   uint64_t hash;
   KeyView k;
   State st;
@@ -78,15 +89,22 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
     uint8 scratch[8];
     k = keys.key->send(k, scratch);
     MemoryContextSwitchTo(old);
-    run_core([&] { write_state_record(w, k, st); });
+    run_core([&] { write_state_record(records, k, st); });
     MemoryContextReset(key_cxt);
   }
-  run_core([&] { w.flush(); });
+  run_core([&] { records.flush(); });
   keys.close();
   MemoryContextDelete(key_cxt);
+  if (to_file) {
+    ExchangeRef ref = file.close();
+    run_core([&] {
+      write_exchange_ref(w, ref);
+      w.flush();
+    });
+  }
   if (keys.overflowed()) {  // the caller escalates the state and starts over
     pfree(buf.data);
-    return nullptr;
+    return nullptr;  // (a file written meanwhile is removed with the leader's directory)
   }
   SET_VARSIZE(buf.data, buf.len);
   return reinterpret_cast<bytea*>(buf.data);

@@ -104,7 +104,17 @@ SerializedState* parse_state_bytes(const bytea* b) {
   if (OidIsValid(ss->collation) && !SearchSysCacheExists1(COLLOID, ObjectIdGetDatum(ss->collation)))
     invalid_state("its collation does not exist in this database");
   if (ss->limit < 0) invalid_state("negative k");
-  if (key_format != kKeysPortable) invalid_state("unknown key format");
+  if (key_format == kKeysExchange) {
+    ExchangeRef ref;
+    if (version != kStateFormatVersion || !read_exchange_ref(ss->records, ss->len, &ref))
+      invalid_state("a malformed reference to a parallel worker's file");
+    ss->exchange = static_cast<ExchangeRef*>(palloc(sizeof(ExchangeRef)));
+    *ss->exchange = ref;
+    ss->records = nullptr;
+    ss->len = ref.length;
+  } else if (key_format != kKeysPortable) {
+    invalid_state("unknown key format");
+  }
   ss->version = version;
   if (version == 1 && ss->state_tag == FloatSum::kTag) upgrade_format1_records<FloatSum>(ss);
   if (version == 1 && ss->state_tag == FloatMoments::kTag) upgrade_format1_records<FloatMoments>(ss);
@@ -146,6 +156,7 @@ void wrong_state_kind(const char* consumer) {
 }
 
 void validate_state(FunctionCallInfo fcinfo, const SerializedState* ss) {
+  if (ss->exchange) invalid_state("a parallel worker's partial state is not a value to store");
   KeyType* kt = stored_key_type(fcinfo, ss);
   with_state_type(ss->state_tag, [&](auto t) -> Datum {
     using State = typename decltype(t)::type;
@@ -180,7 +191,9 @@ using namespace spillagg;
 
 // spillagg_state: text form as bytea's hex ("\x..."), binary form the bytes.
 static Datum checked_state(FunctionCallInfo fcinfo, bytea* b) {
-  validate_state(fcinfo, parse_state_bytes(b));
+  SerializedState* ss = parse_state_bytes(b);
+  if (ss->exchange) invalid_state("a parallel worker's partial state is not a value to store");
+  validate_state(fcinfo, ss);
   PG_RETURN_BYTEA_P(b);
 }
 

@@ -19,6 +19,7 @@
 #include "postgres_api.h"
 
 #include "keyed_agg.h"
+#include "parallel_exchange.h"
 
 namespace spillagg {
 
@@ -58,6 +59,9 @@ struct SerializedState : KeyedAggHeader {
   uint8 version;  // of the records' format
   const uint8* records;
   size_t len;
+  // A parallel worker's partial state: its records are in this file
+  // (parallel_exchange.h), len is their length and records is nullptr.
+  ExchangeRef* exchange;
 };
 
 // Parses and checks the header; the records are checked as they are read.
@@ -166,6 +170,7 @@ class KeyStream {
     key = stored_key_type(fcinfo, ss);
     pos_ = ss->records;
     end_ = ss->records + ss->len;
+    if (ss->exchange) file_ = ExchangeReader::open(*ss->exchange);
     // What a key's receive function allocates lasts until the next key.
     key_cxt_ = AllocSetContextCreate(CurrentMemoryContext, "spillagg received key", ALLOCSET_SMALL_SIZES);
   }
@@ -178,14 +183,25 @@ class KeyStream {
       run_core([&] { catch_overflow([&] { more = agg_->table.next(h, k, st); }); });
       return more;
     }
-    if (pos_ == end_) return false;
-    run_core(
-        [&] {
-          Reader r(pos_, static_cast<size_t>(end_ - pos_));
-          read_state_record(r, ss_->version, k, st);
-          pos_ = r.position();
-        },
-        ERRCODE_INVALID_BINARY_REPRESENTATION);
+    if (file_) {
+      if (!file_->next(&pos_, &len_)) return false;
+      run_core(
+          [&] {
+            Reader r(pos_, len_);
+            read_state_record(r, ss_->version, k, st);
+            if (r.remaining() != 0) throw CorruptData("bad record in a parallel worker's file");
+          },
+          ERRCODE_INVALID_BINARY_REPRESENTATION);
+    } else {
+      if (pos_ == end_) return false;
+      run_core(
+          [&] {
+            Reader r(pos_, static_cast<size_t>(end_ - pos_));
+            read_state_record(r, ss_->version, k, st);
+            pos_ = r.position();
+          },
+          ERRCODE_INVALID_BINARY_REPRESENTATION);
+    }
     *h = 0;
     MemoryContextReset(key_cxt_);
     MemoryContext old = MemoryContextSwitchTo(key_cxt_);
@@ -194,10 +210,13 @@ class KeyStream {
     return true;
   }
 
-  // Ends the stream; an aggregate's state stays as it was.
+  // Ends the stream; an aggregate's state stays as it was, a parallel
+  // worker's file is deleted.
   void close() {
     if (agg_) run_core([&] { agg_->end_stream(); });
     else MemoryContextDelete(key_cxt_);
+    if (file_) file_->close();
+    file_ = nullptr;
   }
 
   KeyType* key;
@@ -229,6 +248,8 @@ class KeyStream {
   SerializedState* ss_ = nullptr;
   const uint8* pos_ = nullptr;
   const uint8* end_ = nullptr;
+  ExchangeReader* file_ = nullptr;
+  size_t len_ = 0;
 };
 
 // The final step of the map aggregates: a jsonb object {key text: value}
