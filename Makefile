@@ -11,7 +11,7 @@ OBJS       = src/core/states.o src/core/decimal.o src/pg/module.o src/pg/key_typ
              src/pg/stored_state.o src/pg/expanded_state.o src/pg/parallel_exchange.o
 HEADERS    = $(wildcard src/core/*.h src/pg/*.h)
 
-REGRESS      = count_distinct count_map keys spill family parallel two_step plan_shapes key_shapes security parity
+REGRESS      = count_distinct count_map keys spill family parallel two_step plan_shapes key_shapes security parity exchange
 REGRESS_OPTS = --inputdir=. --outputdir=.
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl

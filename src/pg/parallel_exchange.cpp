@@ -59,7 +59,6 @@ bool parse_varint(const uint8* p, size_t n, uint64* v, size_t* used) {
 
 bool exit_callback_set = false;
 int parallel_executors = 0;  // parallel plans of this backend between ExecutorStart and End
-int own_files_unread = 0;    // files this backend wrote for itself (its own Partial Aggregate)
 bool maybe_files = false;    // a parallel plan started since the last cleanup
 ExecutorStart_hook_type prev_start = nullptr;
 ExecutorEnd_hook_type prev_end = nullptr;
@@ -116,24 +115,26 @@ void exchange_executor_end(QueryDesc* qd) {
   else standard_ExecutorEnd(qd);
   if (!parallel) return;
   if (parallel_executors > 0) parallel_executors--;
-  if (parallel_executors == 0 && own_files_unread == 0) remove_exchange_dirs();
+  if (parallel_executors == 0) remove_exchange_dirs();
 }
 
 // Aborts come after the (sub)transaction's workers have exited (the
-// parallel contexts are destroyed first). Executors started in an aborted
-// subtransaction never end, so their count stays until the transaction ends.
+// parallel contexts are destroyed first). No parallel plan runs while a
+// subtransaction is open (parallel mode forbids starting one), so a
+// subtransaction's abort leaves no live worker and no file that a running
+// query still needs.
 void exchange_xact_callback(XactEvent event, void*) {
   if (IsParallelWorker()) return;
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE) {
     parallel_executors = 0;
-    own_files_unread = 0;
     if (maybe_files) remove_exchange_dirs();
   }
 }
 
 void exchange_subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void*) {
-  if (!IsParallelWorker() && event == SUBXACT_EVENT_ABORT_SUB && parallel_executors == 0 && maybe_files)
-    remove_exchange_dirs();
+  if (IsParallelWorker() || event != SUBXACT_EVENT_ABORT_SUB) return;
+  parallel_executors = 0;  // those started in the subtransaction never end
+  if (maybe_files) remove_exchange_dirs();
 }
 
 }  // namespace
@@ -142,9 +143,12 @@ bool exchange_wanted(FunctionCallInfo fcinfo) {
   Aggref* a = AggGetAggref(fcinfo);
   if (!a || !DO_AGGSPLIT_SKIPFINAL(a->aggsplit)) return false;
   if (IsParallelWorker()) return MyProc && MyProc->lockGroupLeader && MyProc->lockGroupLeader != MyProc;
-  // The leader's own Partial Aggregate: PostgreSQL 15 copies its result
-  // flat (datumCopy) before the Finalize Aggregate combines it.
-  return true;
+  // The leader's own Partial Aggregate under a Gather: PostgreSQL 15 copies
+  // its result flat (datumCopy) before the Finalize Aggregate combines it.
+  // Only while a parallel plan runs (its end removes what was left unread):
+  // a Partial Aggregate outside one (partitionwise aggregation, maybe in a
+  // cursor whose rows are fetched across other queries) keeps the flat copy.
+  return IsInParallelMode();
 }
 
 // The pid whose directory a state written here goes to.
@@ -161,10 +165,7 @@ void ExchangeWriter::open() {
   char base[MAXPGPATH], dir[MAXPGPATH], path[MAXPGPATH];
   TempTablespacePath(base, ref_.tablespace);
   exchange_dir(dir, ref_.tablespace, leader_pid());
-  if (!IsParallelWorker()) {
-    note_files_possible();
-    own_files_unread++;
-  }
+  if (!IsParallelWorker()) note_files_possible();
   PathNameCreateTemporaryDir(base, dir);
   exchange_file(path, ref_, leader_pid());
   file_ = PathNameCreateTemporaryFile(path, true);
@@ -238,7 +239,6 @@ ExchangeReader* ExchangeReader::open(const ExchangeRef& ref) {
   if (magic != kFileMagic || secret != ref.secret) bad_exchange("not its parallel worker's file");
   if (FileSize(r->file_) != static_cast<off_t>(kFileHeader + ref.length))
     bad_exchange("its parallel worker's file has the wrong length");
-  r->own_ = ref.writer_pid == static_cast<uint32>(MyProcPid);
   r->length_ = ref.length;
   r->consumed_ = 0;
   r->next_read_ = kFileHeader;
@@ -294,7 +294,6 @@ bool ExchangeReader::next(const uint8** record, size_t* len) {
 }
 
 void ExchangeReader::close() {
-  if (own_ && own_files_unread > 0) own_files_unread--;
   FileClose(file_);
   PathNameDeleteTemporaryFile(path_, false);  // reports it to log_temp_files and the statistics
   pfree(buf_);

@@ -42,8 +42,8 @@ struct ExchangeRef {
 
 // Whether a state made by this transition call should go out through a file
 // when flattened: a Partial Aggregate's (final function skipped), in a
-// parallel worker or in the leader (which, in PostgreSQL 15, copies its own
-// partial result flat before combining it).
+// parallel worker or in the leader of a running parallel plan (which, in
+// PostgreSQL 15, copies its own partial result flat before combining it).
 bool exchange_wanted(FunctionCallInfo fcinfo);
 
 // Writes one state's records to a new exchange file. open() and close()
@@ -82,7 +82,6 @@ class ExchangeReader {
   void fill(size_t want);
   char path_[MAXPGPATH];
   File file_;
-  bool own_;         // written by this backend (its own Partial Aggregate)
   uint64 length_;    // records' bytes in the file
   uint64 consumed_;  // records' bytes handed out
   off_t next_read_;  // file offset of the next load
