@@ -57,14 +57,14 @@ bytea* serialize(FunctionCallInfo fcinfo, KeyedAggHeader* h) {
       run_core([&] { a->table.spill(); });
     to_file = h->exchange && a->table.records() >= kExchangeFromRecords;
   }
+  ExchangeWriter file;
+  if (to_file) file.open();
   StringInfoData buf;
   initStringInfo(&buf);
   appendStringInfoSpaces(&buf, VARHDRSZ);
   KeyStream<State> keys(fcinfo, h, "spillagg_serialize");
   MemoryContext cxt = CurrentMemoryContext;
   StringInfoSink sink(&buf, cxt);
-  ExchangeWriter file;
-  if (to_file) file.open();
   uint8_t wbuf[kIoChunk];
   Writer w(&sink, wbuf, sizeof wbuf);
   run_core([&] {
