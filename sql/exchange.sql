@@ -1,7 +1,7 @@
 -- Parallel partial states through temp files (src/pg/parallel_exchange.h):
 -- a Partial Aggregate's state of 16k+ records leaves its process as a file in
--- pgsql_tmp<leader pid>.spillagg, and the leader's combine reads and deletes
--- it.  Answers per key against GROUP BY, with the files proven to be there
+-- pgsql_tmp<leader pid>.spillagg, which the leader's combine reads and the
+-- plan's end deletes.  Answers per key against GROUP BY, with the files proven to be there
 -- (saw_exchange), and nothing left after a query, a LIMIT that stops the
 -- leader early, or an ERROR while files wait.
 SET extra_float_digits = 0;
@@ -138,6 +138,29 @@ COMMIT;
 SELECT ex_leftovers() AS leftovers;
 RESET parallel_leader_participation;
 
+-- A Finalize Aggregate inside a parallel worker: debug_parallel_query (15:
+-- force_parallel_mode) puts the whole plan of a partitionwise aggregation
+-- under a single-copy Gather, so the worker reads the files it wrote itself.
+CREATE TABLE ex_parted (k int, g int) PARTITION BY LIST ((k % 2));
+CREATE TABLE ex_parted_0 PARTITION OF ex_parted FOR VALUES IN (0);
+CREATE TABLE ex_parted_1 PARTITION OF ex_parted FOR VALUES IN (1);
+INSERT INTO ex_parted SELECT k, g FROM ex;
+ANALYZE ex_parted;
+SET enable_partitionwise_aggregate = on;
+SET parallel_setup_cost = 1e10;
+SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+                       THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'on', false) AS forced;
+EXPLAIN (COSTS OFF)
+SELECT r.g, r.cd_k = n.cd_k AS cd_k_ok
+FROM (SELECT g, count_distinct(k) AS cd_k FROM ex_parted GROUP BY g) r JOIN ex_native_g n USING (g) ORDER BY g;
+SELECT r.g, r.cd_k = n.cd_k AS cd_k_ok
+FROM (SELECT g, count_distinct(k) AS cd_k FROM ex_parted GROUP BY g) r JOIN ex_native_g n USING (g) ORDER BY g;
+SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+                       THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'off', false) AS forced;
+RESET parallel_setup_cost;
+RESET enable_partitionwise_aggregate;
+SELECT ex_leftovers() AS leftovers;
+
 -- A reference is not a value: input refuses one (key format 2), whatever it
 -- names.  Header: "SPAG", format 3, Presence (tag 1), int4 keys, no
 -- collation, no value type, k 0, key format 2; then the reference.
@@ -155,5 +178,5 @@ DROP AGGREGATE saw_exchange(int);
 DROP AGGREGATE fail_on_combine(int);
 DROP FUNCTION ex_false(bool, int), ex_saw(bool, bool), ex_fail(bool, bool), ex_files_waiting(), ex_dir(),
               ex_leftovers();
-DROP TABLE ex, ex_native, ex_native_g;
+DROP TABLE ex, ex_native, ex_native_g, ex_parted;
 SELECT count(*) AS leftover_temp_files FROM pg_ls_tmpdir();

@@ -1,6 +1,8 @@
 // Parallel workers' partial states through temp files (parallel_exchange.h).
 #include "parallel_exchange.h"
 
+#include <sys/stat.h>
+
 #include "boundary.h"
 
 extern "C" {
@@ -63,26 +65,45 @@ bool maybe_files = false;    // a parallel plan started since the last cleanup
 ExecutorStart_hook_type prev_start = nullptr;
 ExecutorEnd_hook_type prev_end = nullptr;
 
+// Deletes the files of one exchange directory, each reported like any temp
+// file (log_temp_files, pg_stat_database), then the directory.
+void remove_exchange_dir(const char* dir) {
+  struct stat st;
+  if (stat(dir, &st) != 0) return;
+  DIR* d = AllocateDir(dir);
+  char path[MAXPGPATH];
+  while (struct dirent* de = ReadDirExtended(d, dir, LOG)) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= MAXPGPATH) continue;
+    PathNameDeleteTemporaryFile(path, false);
+  }
+  FreeDir(d);
+  PathNameDeleteTemporaryDir(dir);  // (and whatever the loop could not name)
+}
+
 // Removes this backend's exchange directory in every tablespace (found by
 // listing pg_tblspc: temp_tablespaces may have changed since).
 void remove_exchange_dirs() {
   char dir[MAXPGPATH];
   exchange_dir(dir, InvalidOid, MyProcPid);
-  PathNameDeleteTemporaryDir(dir);
+  remove_exchange_dir(dir);
   DIR* d = AllocateDir("pg_tblspc");
   while (struct dirent* de = ReadDirExtended(d, "pg_tblspc", LOG)) {
     char* end;
     unsigned long oid = strtoul(de->d_name, &end, 10);
     if (*de->d_name == '\0' || *end != '\0' || oid == 0 || oid > PG_UINT32_MAX) continue;
     exchange_dir(dir, static_cast<Oid>(oid), MyProcPid);
-    PathNameDeleteTemporaryDir(dir);
+    remove_exchange_dir(dir);
   }
   FreeDir(d);
   maybe_files = false;
 }
 
+// At exit outside a transaction. Inside one, this runs before the
+// transaction is aborted (ShutdownPostgres, registered earlier, runs later),
+// while its workers may still write: the abort's callback cleans up after them.
 void exchange_exit(int, Datum) {
-  if (!IsParallelWorker() && maybe_files) remove_exchange_dirs();
+  if (!IsParallelWorker() && maybe_files && !IsTransactionOrTransactionBlock()) remove_exchange_dirs();
 }
 
 bool leader_parallel_plan(QueryDesc* qd) {
@@ -119,10 +140,10 @@ void exchange_executor_end(QueryDesc* qd) {
 }
 
 // Aborts come after the (sub)transaction's workers have exited (the
-// parallel contexts are destroyed first). No parallel plan runs while a
-// subtransaction is open (parallel mode forbids starting one), so a
-// subtransaction's abort leaves no live worker and no file that a running
-// query still needs.
+// parallel contexts are destroyed first). A subtransaction aborted while an
+// outer level is in parallel mode (PostgreSQL 17+ lets a parallel query's
+// functions start subtransactions) leaves that query's files alone; else no
+// query in this backend still needs a file.
 void exchange_xact_callback(XactEvent event, void*) {
   if (IsParallelWorker()) return;
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE) {
@@ -132,7 +153,7 @@ void exchange_xact_callback(XactEvent event, void*) {
 }
 
 void exchange_subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void*) {
-  if (IsParallelWorker() || event != SUBXACT_EVENT_ABORT_SUB) return;
+  if (IsParallelWorker() || event != SUBXACT_EVENT_ABORT_SUB || IsInParallelMode()) return;
   parallel_executors = 0;  // those started in the subtransaction never end
   if (maybe_files) remove_exchange_dirs();
 }
@@ -223,9 +244,12 @@ bool read_exchange_ref(const uint8* p, size_t n, ExchangeRef* ref) {
 }
 
 ExchangeReader* ExchangeReader::open(const ExchangeRef& ref) {
-  if (IsParallelWorker()) bad_exchange("a parallel worker's partial state read by another worker");
+  // A worker reads only what it wrote itself (a Finalize Aggregate inside
+  // the worker: debug_parallel_query over partitionwise aggregation).
+  if (IsParallelWorker() && ref.writer_pid != static_cast<uint32>(MyProcPid))
+    bad_exchange("a parallel worker's partial state read by another worker");
   auto* r = static_cast<ExchangeReader*>(palloc0(sizeof(ExchangeReader)));
-  exchange_file(r->path_, ref, MyProcPid);
+  exchange_file(r->path_, ref, leader_pid());
   r->file_ = PathNameOpenTemporaryFile(r->path_, O_RDONLY | PG_BINARY);
   if (r->file_ <= 0) bad_exchange("its parallel worker's file does not exist");
   uint8 header[kFileHeader];
@@ -282,7 +306,7 @@ bool ExchangeReader::next(const uint8** record, size_t* len) {
   const uint8* p = buf_ + pos_;
   size_t avail = len_ - pos_;
   if (!parse_varint(p, avail, &key_len, &a) || !parse_varint(p + a, avail - a, &state_len, &b) ||
-      key_len > MaxAllocHugeSize || state_len > MaxAllocHugeSize || a + b + key_len + state_len > left)
+      key_len > left || state_len > left || a + b + key_len + state_len > left)
     bad_exchange("a malformed record in its parallel worker's file");
   size_t total = a + b + static_cast<size_t>(key_len + state_len);
   fill(total);
@@ -293,9 +317,10 @@ bool ExchangeReader::next(const uint8** record, size_t* len) {
   return true;
 }
 
+// The file stays until the plan ends: a rescan may replay the same tuple
+// (a Sort between the Finalize Aggregate and the Gather rewinds).
 void ExchangeReader::close() {
   FileClose(file_);
-  PathNameDeleteTemporaryFile(path_, false);  // reports it to log_temp_files and the statistics
   pfree(buf_);
   pfree(this);
 }
@@ -308,8 +333,13 @@ void exchange_init() {
   RegisterXactCallback(exchange_xact_callback, nullptr);
   RegisterSubXactCallback(exchange_subxact_callback, nullptr);
   // Loaded in the middle of a query's ExecutorStart: that query is not
-  // counted, so the transaction's end looks for files anyway.
-  maybe_files = IsUnderPostmaster && !IsParallelWorker();
+  // counted, and may be parallel. Count it, so no plan nested in it cleans
+  // up under it; the count is reset when the transaction ends, which looks
+  // for files anyway.
+  if (IsUnderPostmaster && !IsParallelWorker()) {
+    maybe_files = true;
+    parallel_executors = 1;
+  }
 }
 
 }  // namespace spillagg

@@ -5,7 +5,8 @@
 // in the leader's. Instead, a large partial state of a worker is written as the
 // records of its flat form (hash order) to a file in its leader's exchange
 // directory, and only a reference travels (a spillagg_state whose key format
-// is kKeysExchange). The leader's combine streams the file and deletes it.
+// is kKeysExchange). The leader's combine streams the file; the file stays
+// until the plan ends (a rescan may replay the tuple that names it).
 //
 //   <temp tablespace>/pgsql_tmp/pgsql_tmp<leader pid>.spillagg/<worker pid>.<n>
 //
@@ -13,9 +14,8 @@
 // bytes count against the writing worker's temp_file_limit, the leader's delete
 // reports them (log_temp_files, pg_stat_database), and the "pgsql_tmp" names
 // are removed by a restart after a crash. The leader removes its directory when
-// a parallel plan ends (ExecutorEnd: a LIMIT may have left files unread), on
-// every (sub)transaction abort (error, cancel; its workers have exited by then)
-// and at backend exit.
+// its outermost parallel plan ends (ExecutorEnd), on every (sub)transaction
+// abort (error, cancel; its workers have exited by then) and at backend exit.
 //
 // A reference is bytes anyone can forge (spillagg_state is a plain type), so
 // the leader trusts none of it but the numbers: the directory is named by its
@@ -75,7 +75,8 @@ class ExchangeReader {
   // The next record (varint key length, varint state length, key, state), in
   // memory valid until the next call; false at the end.
   bool next(const uint8** record, size_t* len);
-  // Closes and deletes the file (read to its end or not).
+  // Closes the file (read to its end or not); it is deleted with the
+  // directory when the plan ends.
   void close();
 
  private:
