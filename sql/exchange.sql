@@ -119,6 +119,25 @@ COMMIT;
 RESET enable_hashagg;
 RESET parallel_leader_participation;
 
+-- A rescan that replays the partial rows: a non-hashed subplan (> ANY) runs
+-- again for every outer row without a parameter change, so the Sort above
+-- the Gather rewinds and the Finalize Aggregate reads each file again.
+SET parallel_leader_participation = off;
+SET enable_hashagg = off;
+SET enable_gathermerge = off;
+SET enable_material = off;
+EXPLAIN (COSTS OFF)
+SELECT count(*) FILTER (WHERE s.i > ANY (SELECT count_distinct(k) - 58900 FROM ex GROUP BY g))
+FROM generate_series(-200, 300, 10) s(i);
+SELECT count(*) FILTER (WHERE s.i > ANY (SELECT count_distinct(k) - 58900 FROM ex GROUP BY g)) AS spillagg,
+       count(*) FILTER (WHERE s.i > ANY (SELECT count(DISTINCT k) - 58900 FROM ex GROUP BY g)) AS native
+FROM generate_series(-200, 300, 10) s(i);
+RESET enable_hashagg;
+RESET enable_gathermerge;
+RESET enable_material;
+RESET parallel_leader_participation;
+SELECT ex_leftovers() AS leftovers;
+
 -- An ERROR while files wait (the first combine fails, before any spillagg
 -- state was read): the abort removes them.
 SET parallel_leader_participation = off;

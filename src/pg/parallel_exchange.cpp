@@ -40,7 +40,7 @@ void exchange_file(char* path, const ExchangeRef& ref, int leader_pid) {
 [[noreturn]] void bad_exchange(const char* what) {
   ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
                   errmsg("invalid spillagg state: %s", what),
-                  errdetail("A parallel worker's partial state is read once, by its leader, during its query.")));
+                  errdetail("A parallel worker's partial state is read by its leader, during its query.")));
   pg_unreachable();
 }
 
