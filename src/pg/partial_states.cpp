@@ -37,9 +37,10 @@ class StringInfoSink final : public ByteSink {
   MemoryContext cxt_;
 };
 
-// A flat state at least this large is merged by appending its records as
-// runs (combine_into); a live state with at least this many keys in memory
-// is spilled before it is flattened, so that its records come in hash order.
+// A flat state at least this large, or a parallel worker's from a file (16k+
+// records), is merged by appending its records as runs (combine_into); a
+// live state with at least this many keys in memory is spilled before it is
+// flattened, so that its records come in hash order.
 constexpr size_t kAppendAsRunsBytes = 256 * 1024;
 constexpr size_t kSortBeforeFlattening = 32 * 1024;
 constexpr size_t kAppendedRunsMax = 4;
@@ -178,7 +179,8 @@ void combine_into(FunctionCallInfo fcinfo, KeyedAggHeader*& into, KeyedAggHeader
   // if its records turn out not to be in hash order, the rest goes through
   // the table.
   if constexpr (numeric_family(State::kTag) == 0) {
-    if (other->serialized && static_cast<SerializedState*>(other)->len >= kAppendAsRunsBytes) {
+    if (other->serialized && (static_cast<SerializedState*>(other)->len >= kAppendAsRunsBytes ||
+                              static_cast<SerializedState*>(other)->exchange)) {
       auto* a = static_cast<KeyedAgg<State>*>(into);
       bool appending = true;
       run_core([&] { a->table.begin_appending(); });
