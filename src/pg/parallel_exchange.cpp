@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "boundary.h"
+#include "spilling_table.h"
 
 extern "C" {
 #include "access/parallel.h"
@@ -20,7 +21,7 @@ namespace {
 
 constexpr uint32 kFileMagic = 0x58415053;  // "SPAX"
 constexpr size_t kFileHeader = sizeof(uint32) + sizeof(uint64);  // magic, secret
-constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kFileBuffer = 64 * 1024;  // a reader's buffer; grows for larger records
 
 // <tablespace's temp dir>/pgsql_tmp<leader pid>.spillagg
 void exchange_dir(char* dir, Oid tablespace, int leader_pid) {
@@ -30,9 +31,8 @@ void exchange_dir(char* dir, Oid tablespace, int leader_pid) {
     elog(ERROR, "spillagg: temp path too long");
 }
 
-void exchange_file(char* path, const ExchangeRef& ref, int leader_pid) {
-  char dir[MAXPGPATH];
-  exchange_dir(dir, ref.tablespace, leader_pid);
+// <dir>/<writer pid>.<file number>
+void exchange_file(char* path, const char* dir, const ExchangeRef& ref) {
   if (snprintf(path, MAXPGPATH, "%s/%u.%u", dir, ref.writer_pid, ref.file_no) >= MAXPGPATH)
     elog(ERROR, "spillagg: temp path too long");
 }
@@ -42,19 +42,6 @@ void exchange_file(char* path, const ExchangeRef& ref, int leader_pid) {
                   errmsg("invalid spillagg state: %s", what),
                   errdetail("A parallel worker's partial state is read by its leader, during its query.")));
   pg_unreachable();
-}
-
-// A varint at p (at most n bytes available); false if incomplete or too long.
-bool parse_varint(const uint8* p, size_t n, uint64* v, size_t* used) {
-  *v = 0;
-  for (size_t i = 0; i < n && i < 10; ++i) {
-    *v |= static_cast<uint64>(p[i] & 0x7f) << (7 * i);
-    if (!(p[i] & 0x80)) {
-      *used = i + 1;
-      return true;
-    }
-  }
-  return false;
 }
 
 // --- the leader's cleanup ---------------------------------------------------
@@ -188,7 +175,7 @@ void ExchangeWriter::open() {
   exchange_dir(dir, ref_.tablespace, leader_pid());
   if (!IsParallelWorker()) note_files_possible();
   PathNameCreateTemporaryDir(base, dir);
-  exchange_file(path, ref_, leader_pid());
+  exchange_file(path, dir, ref_);
   file_ = PathNameCreateTemporaryFile(path, true);
   offset_ = 0;
   uint8 header[kFileHeader];
@@ -249,7 +236,9 @@ ExchangeReader* ExchangeReader::open(const ExchangeRef& ref) {
   if (IsParallelWorker() && ref.writer_pid != static_cast<uint32>(MyProcPid))
     bad_exchange("a parallel worker's partial state read by another worker");
   auto* r = static_cast<ExchangeReader*>(palloc0(sizeof(ExchangeReader)));
-  exchange_file(r->path_, ref, leader_pid());
+  char dir[MAXPGPATH];
+  exchange_dir(dir, ref.tablespace, leader_pid());
+  exchange_file(r->path_, dir, ref);
   r->file_ = PathNameOpenTemporaryFile(r->path_, O_RDONLY | PG_BINARY);
   if (r->file_ <= 0) bad_exchange("its parallel worker's file does not exist");
   uint8 header[kFileHeader];
@@ -266,7 +255,7 @@ ExchangeReader* ExchangeReader::open(const ExchangeRef& ref) {
   r->length_ = ref.length;
   r->consumed_ = 0;
   r->next_read_ = kFileHeader;
-  r->cap_ = kReadChunk;
+  r->cap_ = kFileBuffer;
   r->buf_ = static_cast<uint8*>(palloc(r->cap_));
   r->pos_ = r->len_ = 0;
   return r;
@@ -300,16 +289,19 @@ void ExchangeReader::fill(size_t want) {
 bool ExchangeReader::next(const uint8** record, size_t* len) {
   uint64 left = length_ - consumed_;
   if (left == 0) return false;
-  fill(static_cast<size_t>(Min(left, static_cast<uint64>(20))));
-  uint64 key_len, state_len;
-  size_t a, b;
-  const uint8* p = buf_ + pos_;
-  size_t avail = len_ - pos_;
-  if (!parse_varint(p, avail, &key_len, &a) || !parse_varint(p + a, avail - a, &state_len, &b) ||
-      key_len > left || state_len > left || a + b + key_len + state_len > left)
-    bad_exchange("a malformed record in its parallel worker's file");
-  size_t total = a + b + static_cast<size_t>(key_len + state_len);
-  fill(total);
+  fill(static_cast<size_t>(Min(left, static_cast<uint64>(kRecordHeaderMax))));
+  RecordHeader head{};
+  size_t header_len = 0;
+  run_core(
+      [&] {
+        Reader h(buf_ + pos_, len_ - pos_);
+        head = read_record_header(h, UINT32_MAX, false);
+        header_len = static_cast<size_t>(h.position() - (buf_ + pos_));
+      },
+      ERRCODE_INVALID_BINARY_REPRESENTATION);
+  uint64 total = header_len + static_cast<uint64>(head.key_len) + head.state_len;
+  if (total > left) bad_exchange("a malformed record in its parallel worker's file");
+  fill(static_cast<size_t>(total));
   *record = buf_ + pos_;
   *len = total;
   pos_ += total;

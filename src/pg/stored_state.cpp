@@ -191,9 +191,7 @@ using namespace spillagg;
 
 // spillagg_state: text form as bytea's hex ("\x..."), binary form the bytes.
 static Datum checked_state(FunctionCallInfo fcinfo, bytea* b) {
-  SerializedState* ss = parse_state_bytes(b);
-  if (ss->exchange) invalid_state("a parallel worker's partial state is not a value to store");
-  validate_state(fcinfo, ss);
+  validate_state(fcinfo, parse_state_bytes(b));  // (refuses a parallel worker's reference)
   PG_RETURN_BYTEA_P(b);
 }
 

@@ -43,11 +43,9 @@ void read_state_record(Reader& r, uint8 version, KeyView* key, State* st) {
     read_run_record(r, &hash, key, st);
     return;
   }
-  uint64_t key_len = r.varint();
-  uint64_t state_len = r.varint();
-  if (key_len > UINT32_MAX || state_len > StateMax<State>::value) throw CorruptData("bad record header");
-  *key = KeyView{r.take(key_len), static_cast<uint32_t>(key_len)};
-  Reader s(r.take(state_len), state_len);
+  RecordHeader h = read_record_header(r, StateMax<State>::value, false);
+  *key = KeyView{r.take(h.key_len), h.key_len};
+  Reader s(r.take(h.state_len), h.state_len);
   *st = State::decode(s);
   if (s.remaining() != 0) throw CorruptData("bad state in record");
 }
@@ -168,9 +166,12 @@ class KeyStream {
     ss_ = ss;
     agg_ = nullptr;
     key = stored_key_type(fcinfo, ss);
-    pos_ = ss->records;
-    end_ = ss->records + ss->len;
-    if (ss->exchange) file_ = ExchangeReader::open(*ss->exchange);
+    if (ss->exchange) {
+      file_ = ExchangeReader::open(*ss->exchange);
+    } else {
+      pos_ = ss->records;
+      end_ = ss->records + ss->len;
+    }
     // What a key's receive function allocates lasts until the next key.
     key_cxt_ = AllocSetContextCreate(CurrentMemoryContext, "spillagg received key", ALLOCSET_SMALL_SIZES);
   }
@@ -183,25 +184,19 @@ class KeyStream {
       run_core([&] { catch_overflow([&] { more = agg_->table.next(h, k, st); }); });
       return more;
     }
-    if (file_) {
-      if (!file_->next(&pos_, &len_)) return false;
-      run_core(
-          [&] {
-            Reader r(pos_, len_);
-            read_state_record(r, ss_->version, k, st);
-            if (r.remaining() != 0) throw CorruptData("bad record in a parallel worker's file");
-          },
-          ERRCODE_INVALID_BINARY_REPRESENTATION);
-    } else {
-      if (pos_ == end_) return false;
-      run_core(
-          [&] {
-            Reader r(pos_, static_cast<size_t>(end_ - pos_));
-            read_state_record(r, ss_->version, k, st);
-            pos_ = r.position();
-          },
-          ERRCODE_INVALID_BINARY_REPRESENTATION);
-    }
+    // The next record's bytes: one whole record from a worker's file, or
+    // the rest of the flat value.
+    const uint8* p = pos_;
+    size_t n = static_cast<size_t>(end_ - pos_);
+    if (file_ ? !file_->next(&p, &n) : n == 0) return false;
+    run_core(
+        [&] {
+          Reader r(p, n);
+          read_state_record(r, ss_->version, k, st);
+          if (file_ && r.remaining() != 0) throw CorruptData("bad record in a parallel worker's file");
+          if (!file_) pos_ = r.position();
+        },
+        ERRCODE_INVALID_BINARY_REPRESENTATION);
     *h = 0;
     MemoryContextReset(key_cxt_);
     MemoryContext old = MemoryContextSwitchTo(key_cxt_);
@@ -211,7 +206,7 @@ class KeyStream {
   }
 
   // Ends the stream; an aggregate's state stays as it was, a parallel
-  // worker's file is deleted.
+  // worker's file is closed (the leader deletes it when the plan ends).
   void close() {
     if (agg_) run_core([&] { agg_->end_stream(); });
     else MemoryContextDelete(key_cxt_);
@@ -249,7 +244,6 @@ class KeyStream {
   const uint8* pos_ = nullptr;
   const uint8* end_ = nullptr;
   ExchangeReader* file_ = nullptr;
-  size_t len_ = 0;
 };
 
 // The final step of the map aggregates: a jsonb object {key text: value}
