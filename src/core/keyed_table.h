@@ -159,6 +159,18 @@ class KeyedTable {
     return &e;
   }
 
+  // The entry of an inline key already in the table, or nullptr: the
+  // lookup alone, small enough to inline into a batch loop (most rows of a
+  // large table repeat a key; only new keys need find_or_insert).
+  Entry* find_inline(uint64_t hash, uint64_t image, uint32_t len) {
+    if (!slots_) return nullptr;
+    for (size_t i = home(hash);; i = next(i)) {
+      Entry& e = slots_[i];
+      if (e.key_len == kEmpty) return nullptr;
+      if (e.hash == hash && load64(e.key.bytes) == image && e.key_len == len) return &e;
+    }
+  }
+
   // Hints the CPU to fetch the home slot of `hash` (see SpillingTable::add_deferred).
   void prefetch(uint64_t hash) const {
     if (!slots_) return;
@@ -168,13 +180,14 @@ class KeyedTable {
     // compute, and the prefetch stays.
     asm volatile("" : : "r"(p));
     __builtin_prefetch(p, 1);
+    __builtin_prefetch(reinterpret_cast<const uint8_t*>(p) + 64, 1);
   }
 
   bool inline_keys() const { return inline_keys_; }
 
   // What the first insert into an empty table allocates.
   size_t first_insert_bytes(uint32_t key_len) const {
-    return src_->usable_size(kMinSlots * sizeof(Entry)) +
+    return (slots_ ? 0 : src_->usable_size(kMinSlots * sizeof(Entry))) +
            (inline_keys_ ? 0 : arena_.next_chunk_bytes(key_len));
   }
 
@@ -233,6 +246,18 @@ class KeyedTable {
     if (!slots_) return;
     for (size_t i = 0; i < nslots_; ++i)
       if (slots_[i].key_len != kEmpty) f(slots_[i]);
+  }
+
+  // Bytes of the slot array (without the keys of a table that is not inline).
+  size_t slot_bytes() const { return nslots_ * sizeof(Entry); }
+
+  // Forgets every entry and frees all memory, then takes a slot array of
+  // at least `bytes` at once: for a table that will fill up again, which
+  // then need not grow from kMinSlots (rehashing every key once per
+  // doubling). Inline keys only: the keys of others would have no room.
+  void clear_and_reserve(size_t bytes) {
+    clear();
+    allocate_slots(bytes);
   }
 
   // Forgets every entry and frees all memory through the source.

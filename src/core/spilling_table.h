@@ -283,6 +283,7 @@ class SpillingTable {
       table_.set_scrambled();
       e = table_.find_or_insert(hash, key, &inserted);
     }
+    if (!e && refill_in_place()) e = table_.find_or_insert(hash, key, &inserted);
     if (!e && room_.make_room) {
       room_.make_room(room_.ctx);  // may spill this very table
       e = table_.find_or_insert(hash, key, &inserted);
@@ -406,6 +407,21 @@ class SpillingTable {
         }
       }
     }
+  }
+
+  // A full table of inline keys that holds a third of the budget or more
+  // (one of its largest users) spills itself and starts again with a slot
+  // array as large as the budget allows. Emptied to kMinSlots instead, it
+  // would rehash each key once per doubling on the way back, and since a
+  // doubling holds old and new arrays at once, never pass half the budget.
+  bool refill_in_place() {
+    if (!table_.inline_keys() || table_.slot_bytes() * 3 < table_.budget() || appender_) return false;
+    size_t bytes = table_.slot_bytes();
+    spill();
+    MemorySource* mem = table_mem_;
+    if (mem->bytes_allocated() + mem->usable_size(2 * bytes) <= table_.budget()) bytes *= 2;
+    table_.clear_and_reserve(bytes);
+    return true;
   }
 
   // Frees the table and destroys every run: the state is no longer needed.
@@ -662,6 +678,13 @@ class SpillingTable {
   }
 
   void apply(const Deferred& d) {
+    if (table_.inline_keys()) {
+      const uint8_t* key = deferred_keys() + d.key_off;
+      if (Entry* e = table_.find_inline(d.hash, load_padded(key, d.key_len), d.key_len)) {
+        e->state.merge(d.state);
+        return;
+      }
+    }
     upsert(d.hash, KeyView{deferred_keys() + d.key_off, d.key_len}).merge(d.state);
   }
   uint8_t* deferred_keys() { return reinterpret_cast<uint8_t*>(deferred_ + kBatch); }

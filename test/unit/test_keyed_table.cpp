@@ -154,6 +154,50 @@ TEST(KeyedTable, InlineKeysWithCollidingHashes) {
   t.for_each([&](const CEntry& e) { EXPECT_EQ(e.state.n, 2); });
 }
 
+TEST(KeyedTable, FindInlineSeesExactlyTheKeysThere) {
+  // Same image, other length; same hash, other image: neither is found.
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 20, true, kBytewise);
+  EXPECT_EQ(t.find_inline(7, 0, 4), nullptr);  // no slots yet
+  std::vector<std::string> keys;
+  for (uint64_t i = 0; i < 500; ++i) keys.push_back(u64key(i * 2654435761u).substr(0, 1 + i % 8));
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  auto image = [](const std::string& k) { return load_padded(reinterpret_cast<const uint8_t*>(k.data()), k.size()); };
+  for (const std::string& k : keys) {
+    bool ins;
+    upsert(t, hash_of(k) % 64, k, &ins)->state.add_one();  // 64 hashes: long shared probes
+  }
+  for (const std::string& k : keys) {
+    CEntry* e = t.find_inline(hash_of(k) % 64, image(k), static_cast<uint32_t>(k.size()));
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(str(t.key_of(*e)), k);
+    EXPECT_EQ(e->state.n, 1);
+    std::string padded = k + std::string(8 - k.size(), '\0');
+    if (k.size() < 8 && !std::binary_search(keys.begin(), keys.end(), k + '\0'))
+      EXPECT_EQ(t.find_inline(hash_of(k) % 64, image(k), static_cast<uint32_t>(k.size() + 1)), nullptr);
+    EXPECT_EQ(t.find_inline(hash_of(k) % 64, image(k) ^ (uint64_t{1} << 63), 8), nullptr);
+  }
+}
+
+TEST(KeyedTable, ClearAndReserveTakesOneArrayAndNeverGrows) {
+  TrackingSource mem;
+  CTable t;
+  t.init(&mem, 1 << 20, true, kBytewise);
+  bool ins;
+  upsert(t, 1, u64key(1), &ins);
+  t.clear_and_reserve(4096 * sizeof(CEntry));
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(mem.live_blocks(), 1u);
+  EXPECT_EQ(t.slot_bytes(), 4096 * sizeof(CEntry));
+  EXPECT_EQ(t.first_insert_bytes(8), 0u);  // the slots are there already
+  size_t allocations = mem.allocations();
+  for (uint64_t i = 0; i < 3072; ++i) ASSERT_NE(upsert(t, hash_of(u64key(i)), u64key(i), &ins), nullptr);
+  EXPECT_EQ(mem.allocations(), allocations);  // up to 3/4 of the slots: no growth
+  EXPECT_EQ(t.size(), 3072u);
+}
+
 TEST(KeyedTable, ArenaKeysOfVariedLengths) {
   TrackingSource mem;
   CTable t;

@@ -393,6 +393,35 @@ TEST(SpillingTable, InlineKeysTinyBudget) {
   run_scenario(sc, zipf_stream(u, 20000, 1.2, 403));
 }
 
+TEST(SpillingTable, FullInlineTableRefillsWithTheLargestArray) {
+  // 64 kB of 32-byte Count entries: growth stops at 1024 slots (32 kB: the
+  // next array would need 32 + 64 kB at once). Refilled in place, the table
+  // takes 2048 slots after its first spill and keeps them, so every later
+  // run holds 1536 keys, and no array below 64 kB is allocated again.
+  const size_t budget = 64 * 1024;
+  static_assert(sizeof(KeyedTable<Count>::Entry) == 32);
+  Harness<Count> h(budget, true, kBytewise, [](KeyView k) { return hash_of(str(k)); });
+  std::vector<std::string> stream;
+  for (uint32_t i = 0; i < 40000; ++i) stream.push_back(u64key(uint64_t{i} * 7919 % 20000).substr(0, 4));
+  Counts expect;
+  size_t small_after_first_spill = 0;
+  for (const std::string& k : stream) {
+    size_t before = h.table_mem.allocations();
+    h.t.upsert(hash_of(k), kv(k)).add_one();
+    ++expect[k];
+    if (h.t.stats().spills > 0)
+      for (size_t i = before; i < h.table_mem.allocations(); ++i)
+        small_after_first_spill += h.table_mem.requests()[i] < budget / 2;
+    ASSERT_LE(h.table_mem.bytes_allocated(), budget);
+  }
+  EXPECT_EQ(small_after_first_spill, 0u);
+  EXPECT_LE(h.table_mem.peak(), budget);
+  // 40000 rows of 20000 keys: one run of 768 keys, then runs of 1536.
+  EXPECT_EQ(h.t.stats().spills, 1 + (40000 - 768) / 1536);
+  h.t.finish();
+  expect_same_counts(drain_counts(h.t, [](const std::string& k) { return hash_of(k); }), expect);
+}
+
 TEST(SpillingTable, ShortReadsFromTheStore) {
   auto u = make_universe(3000, 60, 501);
   Scenario sc;
@@ -1534,6 +1563,41 @@ TEST(RoomMaker, CalledBeforeTheFirstInsertIntoAnEmptyTable) {
       ballast.release(held);
       expect_same_counts(b.drain(), b.expect);
     }
+  }
+}
+
+TEST(RoomMaker, OnlyATableOfAThirdOfTheBudgetRefillsInPlace) {
+  // 64 kB shared; another user holds `held`. With 40 kB held the table stops
+  // at 16 kB of slots (under a third): it asks the owner for room as
+  // before. With 8 kB held it stops at 32 kB: it spills itself and takes 32
+  // kB again (64 would not fit beside the 8), never asking.
+  const size_t budget = 64 * 1024;
+  for (size_t held : {size_t{40 * 1024}, size_t{8 * 1024}}) {
+    Pool pool;
+    PoolSource mem(&pool), other(&pool);
+    TrackingSource meta;
+    MemRunStore store;
+    SpillingTable<Count> t;
+    t.init(&mem, &meta, &store, budget, true, kBytewise);
+    int asked = 0;
+    t.set_room_maker(RoomMaker{[](void* c) { ++*static_cast<int*>(c); }, &asked});
+    other.allocate(held);
+    Counts expect;
+    for (uint64_t i = 0; i < 6000; ++i) {
+      std::string k = u64key(i * 7919 % 3000);
+      t.upsert(hash_of(k), kv(k)).add_one();
+      ++expect[k];
+      ASSERT_LE(pool.used, budget);
+    }
+    EXPECT_GT(t.stats().spills, 0u);
+    if (held > budget / 2) {
+      EXPECT_GT(asked, 0);
+    } else {
+      EXPECT_EQ(asked, 0);
+      EXPECT_EQ(mem.own_bytes(), 32 * 1024u);
+    }
+    t.finish();
+    expect_same_counts(drain_counts(t, [](const std::string& k) { return hash_of(k); }), expect);
   }
 }
 
