@@ -149,7 +149,9 @@ CREATE TABLE t AS
                (hashint8extended(i, 2) & 1048575) / 1048576.0::float8 AS f
         FROM generate_series(1::bigint, $ROWS) AS i) AS x;
 VACUUM ANALYZE t;
+CHECKPOINT;
 SQL
+sync  # the load's dirty pages, written back now rather than during the first case
 pinned=$(psql_ -Atc "SELECT count(*) FILTER (WHERE probin = '$BENCH_SO') || ' ' || count(*) FROM pg_proc WHERE probin LIKE '%spillagg%'")
 if [ "${pinned% *}" -eq 0 ] || [ "${pinned% *}" != "${pinned#* }" ]; then
   echo "bench: could not pin spillagg.so (functions pinned, all: $pinned)"

@@ -10,6 +10,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SpillaggTest;
 use Time::HiRes qw(usleep gettimeofday tv_interval);
 
 my $node = PostgreSQL::Test::Cluster->new('main');
@@ -61,16 +64,11 @@ my $ts_rel_re = qr{pg_tblspc/$ts_oid/PG_\d+_\d+/pgsql_tmp/pgsql_tmp};
 my $setup = "SET temp_tablespaces = spill_ts;\nSET spillagg.work_mem = 64;\n";
 
 # Temp files in the tablespace's pgsql_tmp and in the default base/pgsql_tmp.
-sub ts_files { return glob("$tsdir/PG_*/pgsql_tmp/*"); }
-sub default_files { return glob("$datadir/base/pgsql_tmp/*"); }
-
-sub no_temp_files_left
-{
-	my ($what) = @_;
-	my @left = (ts_files(), default_files());
-	is(scalar(@left), 0, "$what: no temporary file left")
-	  or diag("left over: @left");
-}
+my @ts_glob = ("$tsdir/PG_*/pgsql_tmp/*");
+my @default_glob = ("$datadir/base/pgsql_tmp/*");
+sub ts_files { return map { glob($_) } @ts_glob; }
+sub default_files { return map { glob($_) } @default_glob; }
+watch_temp_files([@ts_glob, @default_glob]);
 
 sub temp_stats
 {
@@ -323,10 +321,7 @@ $ctl->quit;
 ###########################################################################
 $node->stop;
 my $full_log = slurp_file($node->logfile);
-unlike($full_log, qr/temporary file leak/, 'no "temporary file leak" warning in the server log');
-unlike($full_log, qr/WARNING:/, 'no WARNING at all in the server log (resource leaks, memory context problems)');
-unlike($full_log, qr/TRAP:/, 'no assertion failure in the server log');
-unlike($full_log, qr/terminated by signal/, 'no backend crash in the server log');
+server_log_is_clean($full_log, 'whole run');
 no_temp_files_left('after shutdown');
 
 done_testing();

@@ -13,6 +13,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SpillaggTest;
 use Time::HiRes qw(usleep gettimeofday tv_interval);
 
 my $node = PostgreSQL::Test::Cluster->new('hygiene');
@@ -88,27 +91,7 @@ cmp_ok($native_cd, '>=', 190000, "data set has ~200k distinct keys ($native_cd)"
 # Helpers
 ###########################################################################
 
-sub temp_files
-{
-	# (list assignment: glob in scalar context would iterate)
-	my @f = (glob("$datadir/base/pgsql_tmp/*"),
-		glob("$tsdir/PG_*/pgsql_tmp/*"));
-	return @f;
-}
-
-# $wait: seconds to wait for the files to go (a process that is exiting).
-sub no_temp_files_left
-{
-	my ($what, $wait) = @_;
-	my @left = temp_files();
-	for (my $i = 0; @left && $i < 10 * ($wait // 0); $i++)
-	{
-		usleep(100_000);
-		@left = temp_files();
-	}
-	is(scalar(@left), 0, "$what: no temporary file left")
-	  or diag("left over: @left");
-}
+watch_temp_files(["$datadir/base/pgsql_tmp/*", "$tsdir/PG_*/pgsql_tmp/*"]);
 
 sub poll_temp_files
 {
@@ -121,20 +104,12 @@ sub poll_temp_files
 	return ();
 }
 
-# The server log since $offset has no leak warning, no WARNING at all, no
-# assertion failure and no crashed process.
+# The server log since $offset (returned) is clean (SpillaggTest).
 sub log_clean
 {
-	my ($offset, $what, %allow) = @_;
+	my ($offset, $what) = @_;
 	my $log = slurp_file($node->logfile, $offset);
-	my @bad = grep { /temporary file leak|WARNING:|TRAP:/ } split /\n/, $log;
-	is(scalar(@bad), 0, "$what: no leak warning, WARNING or TRAP in the server log")
-	  or diag(join("\n", @bad));
-	unless ($allow{crash})
-	{
-		unlike($log, qr/terminated by signal|was terminated by exception/,
-			"$what: no process crashed");
-	}
+	server_log_is_clean($log, $what);
 	return $log;
 }
 
@@ -206,17 +181,6 @@ sub rss_parts
 		push @p, "$1 $2 kB" if /^(RssAnon|RssFile|RssShmem):\s+(\d+)\s+kB/;
 	}
 	return join(', ', @p);
-}
-
-sub vm_hwm_kb
-{
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (<$fh>)
-	{
-		return $1 + 0 if /^VmHWM:\s+(\d+)\s+kB/;
-	}
-	return undef;
 }
 
 my $answer_sql = q{SELECT 'result=' || (count_distinct(k) = (SELECT cd FROM native))::text
@@ -662,12 +626,7 @@ ok($node->log_contains(qr/(?:server process|client backend) \(PID $wpid\) was te
 	'(f) postmaster logged the killed backend');
 {
 	my $log = slurp_file($node->logfile, $log_offset);
-	my @crashes = ($log =~ /\(PID (\d+)\) was terminated by ((?:signal|exception) \d+)/g);
-	is_deeply(\@crashes, [$wpid, 'signal 9'],
-		'(f) only the killed backend crashed');
-	my @bad = grep { /temporary file leak|WARNING:|TRAP:/ } split /\n/, $log;
-	is(scalar(@bad), 0, '(f) no leak warning, WARNING or TRAP in the server log')
-	  or diag(join("\n", @bad));
+	server_log_is_clean($log, '(f) only the killed backend crashed;', crashed => [$wpid, 'signal 9']);
 }
 $ctl = $node->background_psql('postgres');
 $worker = $node->background_psql('postgres', on_error_stop => 0);
@@ -731,12 +690,7 @@ $ctl->quit;
 $worker->quit;
 $node->stop;
 my $full_log = slurp_file($node->logfile);
-unlike($full_log, qr/temporary file leak/, 'no "temporary file leak" warning in the server log');
-unlike($full_log, qr/WARNING:/, 'no WARNING at all in the server log');
-unlike($full_log, qr/TRAP:/, 'no assertion failure in the server log');
-my @crashes = ($full_log =~ /\(PID (\d+)\) was terminated by ((?:signal|exception) \d+)/g);
-is_deeply(\@crashes, [$wpid, 'signal 9'],
-	'the only crashed process is the one killed in (f)');
+server_log_is_clean($full_log, 'whole run, but the backend killed in (f)', crashed => [$wpid, 'signal 9']);
 no_temp_files_left('after shutdown');
 
 done_testing();

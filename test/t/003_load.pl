@@ -12,6 +12,9 @@ use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SpillaggTest;
 use Time::HiRes qw(usleep gettimeofday tv_interval);
 
 my $duration = 40;
@@ -119,30 +122,11 @@ for my $name (sort keys %scripts)
 my $idle = $node->background_psql('postgres');
 my $idle_pid = $idle->query_safe('SELECT pg_backend_pid()');
 
-sub vm_hwm_kb
-{
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (<$fh>)
-	{
-		return $1 + 0 if /^VmHWM:\s+(\d+)\s+kB/;
-	}
-	return undef;
-}
 my $idle_hwm = vm_hwm_kb($idle_pid);
 
 # Current anonymous (private) RSS: the sampled maximum approximates the
 # backend's own peak memory, without the shared buffers counted in VmHWM.
-sub rss_anon_kb
-{
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (<$fh>)
-	{
-		return $1 + 0 if /^RssAnon:\s+(\d+)\s+kB/;
-	}
-	return undef;
-}
+sub rss_anon_kb { return proc_status_kb($_[0], 'RssAnon'); }
 
 my ($temp_files_before) = $node->safe_psql('postgres',
 	'SELECT temp_files FROM pg_stat_database WHERE datname = current_database()');
@@ -272,10 +256,7 @@ is($node->safe_psql('postgres', "SELECT 'alive'"), 'alive', 'server alive after 
 
 $node->stop;
 my $log = slurp_file($node->logfile, $log_offset);
-unlike($log, qr/temporary file leak/, 'no "temporary file leak" warning in the server log');
-unlike($log, qr/WARNING:/, 'no WARNING in the server log');
-unlike($log, qr/TRAP:/, 'no assertion failure in the server log');
-unlike($log, qr/terminated by signal|was terminated by exception/, 'no crashed process');
+server_log_is_clean($log, 'the load');
 unlike($log, qr/ERROR:/, 'no ERROR in the server log (no wrong answer)');
 @left = glob("$datadir/base/pgsql_tmp/*");
 is(scalar(@left), 0, 'no temporary file left after shutdown');

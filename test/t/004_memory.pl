@@ -15,7 +15,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep gettimeofday tv_interval);
+use FindBin;
+use lib $FindBin::RealBin;
+use SpillaggTest;
+use Time::HiRes qw(gettimeofday tv_interval);
 
 my $budget_kb = 8 * 1024;
 my $slack_kb = 16 * 1024;
@@ -52,37 +55,8 @@ is($node->safe_psql('postgres', "LOAD 'spillagg';\nSHOW spillagg.work_mem"), '-1
 # Helpers
 ###########################################################################
 
-sub vm_hwm_kb
-{
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (<$fh>)
-	{
-		return $1 + 0 if /^VmHWM:\s+(\d+)\s+kB/;
-	}
-	return undef;
-}
-
-sub temp_files
-{
-	# (list assignment: glob in scalar context would iterate)
-	my @f = glob("$datadir/base/pgsql_tmp/*");
-	return @f;
-}
-
-sub no_temp_files_left
-{
-	my ($what) = @_;
-	my @left = temp_files();
-	# A backend that just quit may still be removing its files.
-	for (my $i = 0; @left && $i < 50; $i++)
-	{
-		usleep(100_000);
-		@left = temp_files();
-	}
-	is(scalar(@left), 0, "$what: no temporary file left")
-	  or diag("left over: @left");
-}
+# (A backend that just quit may still be removing its files.)
+watch_temp_files(["$datadir/base/pgsql_tmp/*"], wait => 5);
 
 # VmHWM of a fresh backend that ran SELECT count(*) FROM $table (twice, to
 # warm it up).
@@ -203,9 +177,7 @@ no_temp_files_left('(b) after the native emulation');
 ###########################################################################
 $node->stop;
 my $log = slurp_file($node->logfile);
-my @bad = grep { /temporary file leak|WARNING|TRAP/ } split /\n/, $log;
-is(scalar(@bad), 0, 'no "temporary file leak", WARNING or TRAP in the server log')
-  or diag(join("\n", @bad));
+server_log_is_clean($log, 'whole run');
 no_temp_files_left('after shutdown');
 
 done_testing();

@@ -20,6 +20,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SpillaggTest;
 use Time::HiRes qw(usleep gettimeofday tv_interval);
 
 my $pkglibdir = `pg_config --pkglibdir`;
@@ -273,17 +276,6 @@ SELECT
 ###########################################################################
 # Coordinator memory
 ###########################################################################
-sub vm_hwm_kb
-{
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return undef;
-	while (<$fh>)
-	{
-		return $1 + 0 if /^VmHWM:\s+(\d+)\s+kB/;
-	}
-	return undef;
-}
-
 sub measure
 {
 	my ($sql) = @_;
@@ -343,9 +335,7 @@ for my $node (@nodes)
 # connections to it log WARNINGs.)
 for my $node (@nodes)
 {
-	my @bad = grep { /temporary file leak|WARNING|TRAP|terminated by signal/ } split /\n/, slurp_file($node->logfile);
-	is(scalar(@bad), 0, $node->name . ': no leak warning, WARNING, TRAP or crash in the server log')
-	  or diag(join("\n", @bad));
+	server_log_is_clean(slurp_file($node->logfile), $node->name);
 }
 $_->stop for @nodes;
 

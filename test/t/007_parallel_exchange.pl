@@ -10,6 +10,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SpillaggTest;
 use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('exchange');
@@ -58,17 +61,12 @@ my $native_t = $node->safe_psql('postgres', 'SELECT count(DISTINCT t) FROM data'
 my $ts_oid = $node->safe_psql('postgres', "SELECT oid FROM pg_tablespace WHERE spcname = 'exchange_ts'");
 my $setup = "SET temp_tablespaces = exchange_ts;\nSET spillagg.work_mem = '1MB';\n";
 
-sub ts_files { return glob("$tsdir/PG_*/pgsql_tmp/*"), glob("$tsdir/PG_*/pgsql_tmp/*/*"); }
-sub default_files { return glob("$datadir/base/pgsql_tmp/*"); }
+my @ts_glob = ("$tsdir/PG_*/pgsql_tmp/*", "$tsdir/PG_*/pgsql_tmp/*/*");
+my @default_glob = ("$datadir/base/pgsql_tmp/*");
+sub ts_files { return map { glob($_) } @ts_glob; }
+sub default_files { return map { glob($_) } @default_glob; }
 sub exchange_files { my ($pid) = @_; return glob("$tsdir/PG_*/pgsql_tmp/pgsql_tmp$pid.spillagg/*"); }
-
-sub no_temp_files_left
-{
-	my ($what) = @_;
-	my @left = (ts_files(), default_files());
-	is(scalar(@left), 0, "$what: no temporary file left")
-	  or diag("left over: @left");
-}
+watch_temp_files([@ts_glob, @default_glob]);
 
 ###########################################################################
 # (1) The answer; the workers' files logged under the tablespace, in the
@@ -174,10 +172,7 @@ $ctl->quit;
 ###########################################################################
 $node->stop;
 my $full_log = slurp_file($node->logfile);
-unlike($full_log, qr/temporary file leak/, 'no "temporary file leak" warning in the server log');
-unlike($full_log, qr/WARNING:/, 'no WARNING at all in the server log');
-unlike($full_log, qr/TRAP:/, 'no assertion failure in the server log');
-unlike($full_log, qr/terminated by signal/, 'no backend crash in the server log');
+server_log_is_clean($full_log, 'whole run');
 no_temp_files_left('after shutdown');
 
 done_testing();
