@@ -415,16 +415,23 @@ class SpillingTable {
   }
 
   // A full table of inline keys that holds a third of the budget or more
-  // (one of its largest users) spills itself and starts again with a slot
-  // array as large as the budget allows. Emptied to kMinSlots instead, it
-  // would rehash each key once per doubling on the way back, and since a
-  // doubling holds old and new arrays at once, never pass half the budget.
+  // spills itself and starts again with its slot array, doubled if it is
+  // the budget's only user: emptied to kMinSlots, it would rehash each key
+  // once per doubling on the way back, and since a doubling holds old and
+  // new arrays at once, never pass half the budget. (Such a table spills
+  // before asking the owner to spill a larger one.) Not while the query is
+  // over budget: taking its array back would leave it so, and every new key
+  // would make a run; the owner must make room then.
   bool refill_in_place() {
-    if (!table_.inline_keys() || table_.slot_bytes() * 3 < table_.budget() || appender_) return false;
+    if (!table_.inline_keys() || table_.slot_bytes() * 3 < table_.budget() || appender_ ||
+        table_mem_->bytes_allocated() > table_.budget())
+      return false;
     size_t bytes = table_.slot_bytes();
     spill();
+    // Alone, the arena has the doubled block free; beside others, getting
+    // it could make them spill, or miss the arena.
     MemorySource* mem = table_mem_;
-    if (mem->bytes_allocated() + mem->usable_size(2 * bytes) <= table_.budget()) bytes *= 2;
+    if (mem->bytes_allocated() == 0 && mem->usable_size(2 * bytes) <= table_.budget()) bytes *= 2;
     table_.clear_and_reserve(bytes);
     return true;
   }

@@ -1601,6 +1601,61 @@ TEST(RoomMaker, OnlyATableOfAThirdOfTheBudgetRefillsInPlace) {
   }
 }
 
+TEST(RoomMaker, ARefillDoublesItsArrayOnlyAlone) {
+  // 96 kB shared, 16 kB held by another user: the table stops at 32 kB (the
+  // next array would need 16 + 32 + 64 kB). 64 kB would fit beside the 16
+  // after its spill, but getting a block that large could make the other
+  // spill: it takes 32 kB again.
+  const size_t budget = 96 * 1024;
+  Pool pool;
+  PoolSource mem(&pool), other(&pool);
+  TrackingSource meta;
+  MemRunStore store;
+  SpillingTable<Count> t;
+  t.init(&mem, &meta, &store, budget, true, kBytewise);
+  other.allocate(16 * 1024);
+  for (uint64_t i = 0; t.stats().spills < 3; ++i) {
+    std::string k = u64key(i);
+    t.upsert(hash_of(k), kv(k)).add_one();
+    ASSERT_LE(mem.own_bytes(), 32 * 1024u);
+  }
+  EXPECT_EQ(mem.own_bytes(), 32 * 1024u);
+}
+
+TEST(RoomMaker, AnOverBudgetQueryMakesRoomInsteadOfRefilling) {
+  // The table (32 kB of slots, a third of the budget or more) is full when
+  // another user pushes the query over budget: refilling would take the 32
+  // kB back and stay over, making a run of every new key; it must ask the
+  // owner for room (which here frees nothing: it then spills and regrows).
+  const size_t budget = 64 * 1024;
+  Pool pool;
+  PoolSource mem(&pool), other(&pool);
+  TrackingSource meta;
+  MemRunStore store;
+  SpillingTable<Count> t;
+  t.init(&mem, &meta, &store, budget, true, kBytewise);
+  int asked = 0;
+  t.set_room_maker(RoomMaker{[](void* c) { ++*static_cast<int*>(c); }, &asked});
+  other.allocate(8 * 1024);
+  Counts expect;
+  auto add = [&](uint64_t i) {
+    std::string k = u64key(i);
+    t.upsert(hash_of(k), kv(k)).add_one();
+    ++expect[k];
+  };
+  uint64_t i = 0;
+  while (mem.own_bytes() < 32 * 1024) add(i++);
+  while (t.stats().spills == 0) add(i++);  // full at 768 keys: refilled in place, never asking
+  EXPECT_EQ(asked, 0);
+  other.allocate(40 * 1024);  // the query is now over budget
+  size_t runs_before = t.run_count();
+  for (int n = 0; n < 5000; ++n) add(i++);
+  EXPECT_GT(asked, 0);
+  EXPECT_LT(t.run_count() - runs_before, 100u) << "a run per key";
+  t.finish();
+  expect_same_counts(drain_counts(t, [](const std::string& k) { return hash_of(k); }), expect);
+}
+
 TEST(RoomMaker, NotCalledWhileThereIsRoom) {
   Owner o(1 << 20);
   o.policy = [](Owner& ow, Member&) { ow.spill_largest(); };
