@@ -1573,31 +1573,22 @@ TEST(RoomMaker, OnlyATableOfAThirdOfTheBudgetRefillsInPlace) {
   // kB again (64 would not fit beside the 8), never asking.
   const size_t budget = 64 * 1024;
   for (size_t held : {size_t{40 * 1024}, size_t{8 * 1024}}) {
-    Pool pool;
-    PoolSource mem(&pool), other(&pool);
-    TrackingSource meta;
-    MemRunStore store;
-    SpillingTable<Count> t;
-    t.init(&mem, &meta, &store, budget, true, kBytewise);
-    int asked = 0;
-    t.set_room_maker(RoomMaker{[](void* c) { ++*static_cast<int*>(c); }, &asked});
+    Owner o(budget);  // whose make_room frees nothing
+    Member& m = o.add_member(true);
+    PoolSource other(&o.pool);
     other.allocate(held);
-    Counts expect;
     for (uint64_t i = 0; i < 6000; ++i) {
-      std::string k = u64key(i * 7919 % 3000);
-      t.upsert(hash_of(k), kv(k)).add_one();
-      ++expect[k];
-      ASSERT_LE(pool.used, budget);
+      m.add(u64key(i * 7919 % 3000));
+      ASSERT_LE(o.pool.used, budget);
     }
-    EXPECT_GT(t.stats().spills, 0u);
+    EXPECT_GT(m.t.stats().spills, 0u);
     if (held > budget / 2) {
-      EXPECT_GT(asked, 0);
+      EXPECT_GT(o.calls.size(), 0u);
     } else {
-      EXPECT_EQ(asked, 0);
-      EXPECT_EQ(mem.own_bytes(), 32 * 1024u);
+      EXPECT_EQ(o.calls.size(), 0u);
+      EXPECT_EQ(m.mem.own_bytes(), 32 * 1024u);
     }
-    t.finish();
-    expect_same_counts(drain_counts(t, [](const std::string& k) { return hash_of(k); }), expect);
+    expect_same_counts(m.drain(), m.expect);
   }
 }
 
@@ -1607,19 +1598,15 @@ TEST(RoomMaker, ARefillDoublesItsArrayOnlyAlone) {
   // after its spill, but getting a block that large could make the other
   // spill: it takes 32 kB again.
   const size_t budget = 96 * 1024;
-  Pool pool;
-  PoolSource mem(&pool), other(&pool);
-  TrackingSource meta;
-  MemRunStore store;
-  SpillingTable<Count> t;
-  t.init(&mem, &meta, &store, budget, true, kBytewise);
+  Owner o(budget);
+  Member& m = o.add_member(true, /*with_room_maker=*/false);
+  PoolSource other(&o.pool);
   other.allocate(16 * 1024);
-  for (uint64_t i = 0; t.stats().spills < 3; ++i) {
-    std::string k = u64key(i);
-    t.upsert(hash_of(k), kv(k)).add_one();
-    ASSERT_LE(mem.own_bytes(), 32 * 1024u);
+  for (uint64_t i = 0; m.t.stats().spills < 3; ++i) {
+    m.add(u64key(i));
+    ASSERT_LE(m.mem.own_bytes(), 32 * 1024u);
   }
-  EXPECT_EQ(mem.own_bytes(), 32 * 1024u);
+  EXPECT_EQ(m.mem.own_bytes(), 32 * 1024u);
 }
 
 TEST(RoomMaker, AnOverBudgetQueryMakesRoomInsteadOfRefilling) {
@@ -1628,32 +1615,20 @@ TEST(RoomMaker, AnOverBudgetQueryMakesRoomInsteadOfRefilling) {
   // kB back and stay over, making a run of every new key; it must ask the
   // owner for room (which here frees nothing: it then spills and regrows).
   const size_t budget = 64 * 1024;
-  Pool pool;
-  PoolSource mem(&pool), other(&pool);
-  TrackingSource meta;
-  MemRunStore store;
-  SpillingTable<Count> t;
-  t.init(&mem, &meta, &store, budget, true, kBytewise);
-  int asked = 0;
-  t.set_room_maker(RoomMaker{[](void* c) { ++*static_cast<int*>(c); }, &asked});
+  Owner o(budget);
+  Member& m = o.add_member(true);
+  PoolSource other(&o.pool);
   other.allocate(8 * 1024);
-  Counts expect;
-  auto add = [&](uint64_t i) {
-    std::string k = u64key(i);
-    t.upsert(hash_of(k), kv(k)).add_one();
-    ++expect[k];
-  };
   uint64_t i = 0;
-  while (mem.own_bytes() < 32 * 1024) add(i++);
-  while (t.stats().spills == 0) add(i++);  // full at 768 keys: refilled in place, never asking
-  EXPECT_EQ(asked, 0);
+  while (m.mem.own_bytes() < 32 * 1024) m.add(u64key(i++));
+  while (m.t.stats().spills == 0) m.add(u64key(i++));  // full at 768 keys: refilled in place, never asking
+  EXPECT_EQ(o.calls.size(), 0u);
   other.allocate(40 * 1024);  // the query is now over budget
-  size_t runs_before = t.run_count();
-  for (int n = 0; n < 5000; ++n) add(i++);
-  EXPECT_GT(asked, 0);
-  EXPECT_LT(t.run_count() - runs_before, 100u) << "a run per key";
-  t.finish();
-  expect_same_counts(drain_counts(t, [](const std::string& k) { return hash_of(k); }), expect);
+  size_t runs_before = m.t.run_count();
+  for (int n = 0; n < 5000; ++n) m.add(u64key(i++));
+  EXPECT_GT(o.calls.size(), 0u);
+  EXPECT_LT(m.t.run_count() - runs_before, 100u) << "a run per key";
+  expect_same_counts(m.drain(), m.expect);
 }
 
 TEST(RoomMaker, NotCalledWhileThereIsRoom) {
