@@ -105,19 +105,16 @@ class KeyedTable {
   // table always accepts, so a single key larger than the budget still works.
   Entry* find_or_insert(uint64_t hash, KeyView key, bool* inserted) {
     if (!slots_) allocate_slots(kMinSlots * sizeof(Entry));
-    size_t i = home(hash), probes = 0;
-    if (inline_keys_) {  // one word compare per candidate
-      uint64_t image = load_padded(key.data, key.len);
-      for (;; i = next(i), ++probes) {
-        Entry& e = slots_[i];
-        if (e.key_len == kEmpty) break;
-        if (e.hash == hash && e.key_len == key.len && load64(e.key.bytes) == image) {
-          *inserted = false;
-          return &e;
-        }
+    size_t i, probes = 0;
+    if (inline_keys_) {
+      bool found;
+      i = probe_inline(hash, load_padded(key.data, key.len), key.len, &found, &probes);
+      if (found) {
+        *inserted = false;
+        return &slots_[i];
       }
     } else {
-      for (;; i = next(i), ++probes) {
+      for (i = home(hash);; i = next(i), ++probes) {
         Entry& e = slots_[i];
         if (e.key_len == kEmpty) break;
         if (e.hash == hash && equal(e, key)) {
@@ -164,11 +161,10 @@ class KeyedTable {
   // large table repeat a key; only new keys need find_or_insert).
   Entry* find_inline(uint64_t hash, uint64_t image, uint32_t len) {
     if (!slots_) return nullptr;
-    for (size_t i = home(hash);; i = next(i)) {
-      Entry& e = slots_[i];
-      if (e.key_len == kEmpty) return nullptr;
-      if (e.hash == hash && load64(e.key.bytes) == image && e.key_len == len) return &e;
-    }
+    bool found;
+    size_t probes;
+    size_t i = probe_inline(hash, image, len, &found, &probes);
+    return found ? &slots_[i] : nullptr;
   }
 
   // Hints the CPU to fetch the home slot of `hash` and the cache line after
@@ -253,13 +249,12 @@ class KeyedTable {
   // Bytes of the slot array (without the keys of a table that is not inline).
   size_t slot_bytes() const { return nslots_ * sizeof(Entry); }
 
-  // Forgets every entry and frees all memory, then takes a slot array of
-  // at least `bytes` at once: for a table that will fill up again, which
-  // then need not grow from kMinSlots (rehashing every key once per
-  // doubling). Inline keys only: the keys of others would have no room.
-  void clear_and_reserve(size_t bytes) {
-    clear();
-    allocate_slots(bytes);
+  // Gives a cleared table (no slots yet) a slot array of at least `bytes`
+  // at once: a table that will fill up again then need not grow from
+  // kMinSlots (rehashing every key once per doubling). For inline keys: the
+  // keys of others would have no room.
+  void reserve(size_t bytes) {
+    if (!slots_) allocate_slots(bytes);
   }
 
   // Forgets every entry and frees all memory through the source.
@@ -278,6 +273,20 @@ class KeyedTable {
     return static_cast<size_t>((static_cast<unsigned __int128>(hash) * nslots_) >> 64);
   }
   size_t next(size_t i) const { return i + 1 == nslots_ ? 0 : i + 1; }
+
+  // Probes for an inline key (one word compare per candidate): the slot of
+  // its entry (*found), or the empty slot that ended the probe; *probes
+  // counts the slots passed before it.
+  size_t probe_inline(uint64_t hash, uint64_t image, uint32_t len, bool* found, size_t* probes) const {
+    size_t i = home(hash), n = 0;
+    for (;; i = next(i), ++n) {
+      const Entry& e = slots_[i];
+      if (e.key_len == kEmpty || (e.hash == hash && e.key_len == len && load64(e.key.bytes) == image)) break;
+    }
+    *found = slots_[i].key_len != kEmpty;
+    *probes = n;
+    return i;
+  }
 
   bool equal(const Entry& e, KeyView k) const {
     if (e.key_len != k.len && !eq_.equal) return false;

@@ -427,12 +427,12 @@ class SpillingTable {
         table_mem_->bytes_allocated() > table_.budget())
       return false;
     size_t bytes = table_.slot_bytes();
-    spill();
+    spill();  // (which clears the table)
     // Alone, the arena has the doubled block free; beside others, getting
     // it could make them spill, or miss the arena.
     MemorySource* mem = table_mem_;
     if (mem->bytes_allocated() == 0 && mem->usable_size(2 * bytes) <= table_.budget()) bytes *= 2;
-    table_.clear_and_reserve(bytes);
+    table_.reserve(bytes);
     return true;
   }
 
@@ -690,14 +690,14 @@ class SpillingTable {
   }
 
   void apply(const Deferred& d) {
+    KeyView key{deferred_keys() + d.key_off, d.key_len};
     if (table_.inline_keys()) {
-      const uint8_t* key = deferred_keys() + d.key_off;
-      if (Entry* e = table_.find_inline(d.hash, load_padded(key, d.key_len), d.key_len)) {
+      if (Entry* e = table_.find_inline(d.hash, load_padded(key.data, key.len), key.len)) {
         e->state.merge(d.state);
         return;
       }
     }
-    upsert(d.hash, KeyView{deferred_keys() + d.key_off, d.key_len}).merge(d.state);
+    upsert(d.hash, key).merge(d.state);
   }
   uint8_t* deferred_keys() { return reinterpret_cast<uint8_t*>(deferred_ + kBatch); }
   void apply_deferred() {

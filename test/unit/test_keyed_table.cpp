@@ -186,13 +186,14 @@ TEST(KeyedTable, FindInlineSeesExactlyTheKeysThere) {
   }
 }
 
-TEST(KeyedTable, ClearAndReserveTakesOneArrayAndNeverGrows) {
+TEST(KeyedTable, ReserveTakesOneArrayAndNeverGrows) {
   TrackingSource mem;
   CTable t;
   t.init(&mem, 1 << 20, true, kBytewise);
   bool ins;
   upsert(t, 1, u64key(1), &ins);
-  t.clear_and_reserve(4096 * sizeof(CEntry));
+  t.clear();
+  t.reserve(4096 * sizeof(CEntry));
   EXPECT_TRUE(t.empty());
   EXPECT_EQ(mem.live_blocks(), 1u);
   EXPECT_EQ(t.slot_bytes(), 4096 * sizeof(CEntry));
